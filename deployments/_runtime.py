@@ -1,0 +1,80 @@
+"""What every stage deployment shares: one worker thread, metrics, and health tracking.
+
+The model call runs on a single worker thread so the replica's event loop stays free for health
+checks and queueing, while the model itself never sees two requests at once.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import torch
+from ray.serve.metrics import Counter, Gauge, Histogram
+
+from gen3d.errors import InputError, StageOutputError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+LATENCY_BOUNDARIES_S = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0]
+# Exceptions that say the request was bad or the result unusable; the replica itself is fine.
+REQUEST_ERRORS = (InputError, StageOutputError)
+
+_latency = Histogram(
+    "gen3d_stage_latency_s", "Seconds one stage spent on one request", LATENCY_BOUNDARIES_S, ("stage",)
+)
+_requests = Counter("gen3d_stage_requests", "Requests a stage handled", ("stage",))
+_errors = Counter("gen3d_stage_errors", "Requests a stage failed, by kind", ("stage", "kind"))
+_gpu_memory = Gauge("gen3d_stage_gpu_peak_bytes", "Peak GPU memory allocated by a stage process", ("stage",))
+
+
+class StageRuntime:
+    """Runs a stage's blocking calls off the event loop and records their metrics.
+
+    Args:
+        stage: fixed stage name (``text_to_image``, ``background``, ``image_to_3d``, ``export``).
+        device: the stage's torch device, for the GPU-memory gauge.
+    """
+
+    def __init__(self, stage: str, device: torch.device) -> None:
+        self.stage = stage
+        self.device = device
+        self.fatal: BaseException | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
+        self._tags = {"stage": stage}
+
+    async def call(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
+        """Run ``fn(*args)`` on the worker thread; return its result and wall seconds."""
+        start = time.perf_counter()
+        _requests.inc(tags=self._tags)
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        except REQUEST_ERRORS as exc:
+            _errors.inc(tags={**self._tags, "kind": type(exc).__name__})
+            raise
+        except Exception as exc:
+            _errors.inc(tags={**self._tags, "kind": type(exc).__name__})
+            self._note_fatal(exc)
+            raise
+        seconds = time.perf_counter() - start
+        _latency.observe(seconds, tags=self._tags)
+        self._record_memory()
+        return result, seconds
+
+    def _note_fatal(self, exc: Exception) -> None:
+        # A CUDA error poisons the context for every later call; only a restart recovers it.
+        if isinstance(exc, torch.AcceleratorError) or "CUDA error" in str(exc):
+            logger.error("stage %s hit a fatal device error; health check will fail: %s", self.stage, exc)
+            self.fatal = exc
+
+    def _record_memory(self) -> None:
+        if self.device.type == "cuda":
+            _gpu_memory.set(torch.cuda.max_memory_allocated(self.device), tags=self._tags)
+
+    def check_health(self) -> None:
+        """Raise when the stage can no longer serve, so Ray Serve restarts the replica."""
+        if self.fatal is not None:
+            raise RuntimeError(f"stage {self.stage} is wedged by a device error: {self.fatal}")

@@ -1,0 +1,35 @@
+"""``background`` deployment: rembg with a named session, then TripoSR preprocessing."""
+
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments._runtime import StageRuntime
+from gen3d.background import BackgroundRemoval
+from gen3d.config import BackgroundConfig
+from gen3d.results import GeneratedImage, Traced
+
+
+@serve.deployment
+class BackgroundDeployment:
+    """``Traced[GeneratedImage | ndarray]`` -> ``Traced[PreparedImage]``.
+
+    Args:
+        config: a ``BackgroundConfig`` as a mapping (validated here).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        cfg = BackgroundConfig.model_validate(config)
+        self.model = BackgroundRemoval.from_config(cfg)
+        self.model.warmup()
+        self.runtime = StageRuntime("background", self.model.device)
+
+    async def process(self, upstream: Traced) -> Traced:
+        source = upstream.value
+        image = source.image if isinstance(source, GeneratedImage) else np.asarray(source)
+        prepared, seconds = await self.runtime.call(self.model.process, image)
+        return upstream.then("background", prepared, seconds)
+
+    def check_health(self) -> None:
+        self.runtime.check_health()

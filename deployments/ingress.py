@@ -1,0 +1,295 @@
+"""HTTP ingress: validates requests, chains the stage handles without awaiting in between.
+
+Three routes produce assets: our JSON ``POST /generate``, 404-gen's multipart ``POST /generate``
+(``prompt_image_file`` + ``seed``, -Y splat) and three-gen's ``POST /generate/`` (form ``prompt``,
++Y splat). Every rejection is JSON ``{"error", "field"}`` with a 4xx status.
+"""
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gen3d import __version__
+from gen3d.api import (
+    GenerateRequest,
+    Job,
+    ServiceConfig,
+    first_validation_error,
+    job_from_form_prompt,
+    job_from_image_file,
+    job_from_request,
+    server_timing,
+)
+from gen3d.config import TextToImageConfig
+from gen3d.errors import InputError, StageOutputError
+from gen3d.results import ExportedFile, Traced
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("text_to_image", "background", "image_to_3d", "export")
+STAGE_DEPLOYMENTS = {
+    "TextToImageDeployment": "text_to_image",
+    "BackgroundDeployment": "background",
+    "ImageTo3DDeployment": "image_to_3d",
+    "ExportDeployment": "export",
+}
+
+app = FastAPI(
+    title="gen3d",
+    version=__version__,
+    description="Text or image to 3D asset: GLB/OBJ/PLY mesh or a validator-ready Gaussian-splat PLY.",
+    redirect_slashes=False,
+)
+
+
+def error_response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
+    """The one error shape every route answers with."""
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+
+
+@app.exception_handler(InputError)
+async def _input_error(_: Request, exc: InputError) -> JSONResponse:
+    return error_response(exc.status, exc.message, exc.field)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    detail = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
+    field = ".".join(str(part) for part in detail["loc"] if part != "body") or "body"
+    return error_response(422, detail["msg"], field)
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+def failed_stage(exc: BaseException) -> str:
+    """Name the stage a Ray failure came from (a dead replica's error names its deployment)."""
+    text = str(exc)
+    for deployment, stage in STAGE_DEPLOYMENTS.items():
+        if deployment in text:
+            return stage
+    return "unknown"
+
+
+def asset_response(result: Traced, elapsed: float) -> Response:
+    """File bytes with their media type, a download name and per-stage ``Server-Timing``."""
+    exported: ExportedFile = result.value
+    timings = {**result.timings, "total": elapsed}
+    headers = {
+        "Server-Timing": server_timing(timings),
+        "Content-Disposition": f'attachment; filename="asset.{exported.extension}"',
+    }
+    return Response(exported.data, media_type=exported.media_type, headers=headers)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    """The HTTP entry of the graph.
+
+    Args:
+        text_to_image, background, image_to_3d, export: handles of the stage deployments.
+        text_to_image_config: the preset's text settings (defaults and allowed values).
+        service: ``ServiceConfig`` as a mapping (limits, API key, timeouts).
+    """
+
+    def __init__(
+        self,
+        text_to_image: DeploymentHandle,
+        background: DeploymentHandle,
+        image_to_3d: DeploymentHandle,
+        export: DeploymentHandle,
+        text_to_image_config: dict[str, Any],
+        service: dict[str, Any],
+    ) -> None:
+        self.text_to_image = text_to_image
+        self.background = background
+        self.image_to_3d = image_to_3d
+        self.export = export
+        self.text_cfg = TextToImageConfig.model_validate(text_to_image_config)
+        self.service = ServiceConfig.model_validate(service)
+        self.in_flight = 0
+
+    # -- routes -----------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health(self) -> dict[str, str]:
+        """Liveness of the ingress (no API key needed)."""
+        return {"status": "ok"}
+
+    @app.get("/version")
+    async def version(self, request: Request) -> dict[str, Any]:
+        """Service version and the text-to-image limits requests are checked against."""
+        self._authorise(request)
+        return {
+            "version": __version__,
+            "mode": self.text_cfg.mode,
+            "allowed_sizes": self.text_cfg.allowed_sizes,
+            "allowed_steps": self.text_cfg.allowed_steps,
+            "formats": ["glb", "obj", "ply", "splat"],
+        }
+
+    @app.post("/generate")
+    async def generate(self, request: Request) -> Response:
+        """JSON ``GenerateRequest``, or 404-gen's multipart ``prompt_image_file`` + ``seed``."""
+        self._authorise(request)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "application/json":
+            job = job_from_request(await self._json_body(request), self.text_cfg, self.service)
+        elif content_type == "multipart/form-data":
+            job = await self._multipart_job(request)
+        else:
+            raise InputError(
+                "content-type",
+                f"must be application/json or multipart/form-data, got {content_type or 'none'}",
+                status=415,
+            )
+        return await self._serve(job)
+
+    @app.post("/generate/")
+    async def generate_form(self, request: Request) -> Response:
+        """three-gen's generator protocol: form field ``prompt`` (text or base64 image) -> +Y splat."""
+        self._authorise(request)
+        form = await self._form(request)
+        prompt = form.get("prompt")
+        if not isinstance(prompt, str):
+            raise InputError("prompt", "form field 'prompt' (text or base64 image) is required")
+        return await self._serve(job_from_form_prompt(prompt, self.text_cfg, self.service))
+
+    # -- request decoding -------------------------------------------------------------------
+
+    def _authorise(self, request: Request) -> None:
+        key = self.service.api_key
+        if key is not None and not hmac.compare_digest(request.headers.get("x-api-key", ""), key):
+            raise InputError("x-api-key", "missing or wrong API key", status=401)
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._body_limit():
+            raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > self._body_limit():
+                raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+        return bytes(body)
+
+    def _body_limit(self) -> int:
+        # base64 inflates by 4/3, and a form carries a little framing around the file.
+        return self.service.max_upload_bytes * 4 // 3 + 64 * 1024
+
+    async def _json_body(self, request: Request) -> GenerateRequest:
+        body = await self._body(request)
+        try:
+            return GenerateRequest.model_validate_json(body)
+        except ValidationError as exc:
+            if any(err["type"] == "json_invalid" for err in exc.errors()):
+                raise InputError("body", "is not valid UTF-8 JSON", status=400) from None
+            raise first_validation_error(exc) from None
+
+    async def _form(self, request: Request):
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            raise InputError("content-type", f"must be a form, got {content_type or 'none'}", status=415)
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._body_limit():
+            raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+        try:
+            return await request.form(max_files=1, max_fields=8, max_part_size=self._body_limit())
+        except StarletteHTTPException as exc:
+            raise InputError("body", f"malformed form: {exc.detail}", status=400) from None
+
+    async def _multipart_job(self, request: Request) -> Job:
+        form = await self._form(request)
+        upload = form.get("prompt_image_file")
+        if upload is None or isinstance(upload, str):
+            raise InputError("prompt_image_file", "multipart file field 'prompt_image_file' is required")
+        seed_text = form.get("seed", "0")
+        if not isinstance(seed_text, str) or not seed_text.strip().lstrip("-").isdigit():
+            raise InputError("seed", f"must be an integer, got {seed_text!r}")
+        data = await upload.read()
+        return job_from_image_file(data, int(seed_text), self.text_cfg, self.service)
+
+    # -- the graph --------------------------------------------------------------------------
+
+    async def _serve(self, job: Job) -> Response:
+        if self.in_flight >= self.service.max_in_flight:
+            return error_response(
+                503,
+                f"busy: {self.in_flight} requests in flight; retry later",
+                headers={"Retry-After": str(self.service.retry_after_s)},
+            )
+        self.in_flight += 1
+        start = time.perf_counter()
+        try:
+            result = await self._run_graph(job)
+        finally:
+            self.in_flight -= 1
+        return asset_response(result, time.perf_counter() - start)
+
+    async def _run_graph(self, job: Job) -> Traced:
+        """Chain the stages as ``DeploymentResponse``s; await only the last one, bounded in time."""
+        if job.prompt is not None:
+            source = self.text_to_image.generate.remote(job.prompt, job.seed, job.steps, job.width, job.height)
+        else:
+            source = Traced(job.image)
+        prepared = self.background.process.remote(source)
+        asset = self.image_to_3d.generate.remote(prepared, job.format == "splat")
+        exported = self.export.export.remote(asset, job.format, job.up)
+        try:
+            return await asyncio.wait_for(exported, timeout=self.service.request_timeout_s)
+        except TimeoutError:
+            for response in (exported, asset, prepared, source):
+                if hasattr(response, "cancel"):
+                    response.cancel()
+            raise StageTimeout(self.service.request_timeout_s) from None
+        except (InputError, StageOutputError):
+            raise
+        except BackPressureError:
+            raise StageBusy() from None
+
+
+class StageTimeout(Exception):
+    """The graph did not answer within the request timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request exceeded the {seconds:g} s timeout")
+
+
+class StageBusy(Exception):
+    """A stage's queue is full."""
+
+
+@app.exception_handler(StageTimeout)
+async def _timeout(_: Request, exc: StageTimeout) -> JSONResponse:
+    return error_response(504, str(exc))
+
+
+@app.exception_handler(StageBusy)
+async def _busy(_: Request, exc: StageBusy) -> JSONResponse:
+    return error_response(503, "a stage queue is full; retry later", headers={"Retry-After": "2"})
+
+
+@app.exception_handler(StageOutputError)
+async def _bad_output(_: Request, exc: StageOutputError) -> JSONResponse:
+    return error_response(422, f"no usable 3D result: {exc}", "image")
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    stage = failed_stage(exc)
+    logger.error("request failed in stage %s: %s", stage, type(exc).__name__)
+    return error_response(500 if stage == "unknown" else 502, f"stage {stage} failed: {type(exc).__name__}", stage)

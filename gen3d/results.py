@@ -1,0 +1,123 @@
+"""Frozen results passed between stages. Arrays are numpy so they cross process boundaries cheaply."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """Output of ``text_to_image``.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB.
+        seconds: wall time of the stage.
+    """
+
+    image: np.ndarray
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Output of ``background``: the TripoSR conditioning image.
+
+    Attributes:
+        image: (S, S, 3) uint8 RGB, object centred on grey 0.5, filling ``foreground_ratio``.
+        removed_background: whether rembg ran (False when the input already had transparency).
+        seconds: wall time of the stage.
+    """
+
+    image: np.ndarray
+    removed_background: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class MeshAsset:
+    """A triangle mesh in TripoSR's own frame: z up, within ±0.87 (units of the model's box).
+
+    Attributes:
+        vertices: (V, 3) float32.
+        faces: (F, 3) int64, counter-clockwise seen from outside (outward normals).
+        vertex_colors: (V, 3) uint8 RGB.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray
+
+
+@dataclass(frozen=True)
+class Gaussians:
+    """3D Gaussian splat in the validators' parameterisation, model frame (z up) until export.
+
+    Attributes:
+        means: (N, 3) float32 centres.
+        f_dc: (N, 3) float32 SH degree-0 coefficients (rgb = 0.5 + C0 * f_dc).
+        opacity: (N,) float32 logits.
+        log_scales: (N, 3) float32 natural-log scales.
+        rotations: (N, 4) float32 unit quaternions (w, x, y, z).
+    """
+
+    means: np.ndarray
+    f_dc: np.ndarray
+    opacity: np.ndarray
+    log_scales: np.ndarray
+    rotations: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+
+@dataclass(frozen=True)
+class Asset3D:
+    """Output of ``image_to_3d``: the mesh, plus gaussians when a splat was asked for.
+
+    Attributes:
+        mesh: the extracted mesh.
+        gaussians: surface gaussians coloured from the colour field, or None.
+        seconds: wall time of the stage.
+        timings: finer per-step seconds (``scene_code``, ``mesh``, ``splat``).
+    """
+
+    mesh: MeshAsset
+    gaussians: Gaussians | None
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """Output of ``export``: file bytes ready to send.
+
+    Attributes:
+        data: the file.
+        media_type: its MIME type.
+        extension: file extension without dot (``glb``, ``obj``, ``ply``).
+        seconds: wall time of the stage.
+    """
+
+    data: bytes
+    media_type: str
+    extension: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Traced:
+    """A stage result travelling through the graph with the seconds each stage took so far.
+
+    Stages are chained without awaiting in between, so timings ride along with the data.
+
+    Attributes:
+        value: the latest stage's result.
+        timings: stage name -> seconds, in pipeline order.
+    """
+
+    value: object
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def then(self, stage: str, value: object, seconds: float) -> "Traced":
+        """Return the next stage's result, with its timing appended."""
+        return Traced(value, {**self.timings, stage: seconds})

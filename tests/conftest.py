@@ -1,0 +1,89 @@
+"""Shared fixtures: the tiny graph started through ``serve run`` once per test session."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+STARTUP_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class ServedGraph:
+    """A running tiny service: its base URL, log file and process."""
+
+    url: str
+    log: Path
+    process: subprocess.Popen
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_serve_config(path: Path, port: int, service: dict) -> None:
+    """The repo's tiny serve config on another port, with test-specific service settings."""
+    config = yaml.safe_load((ROOT / "configs" / "serve_tiny.yaml").read_text())
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["service"].update(service)
+    path.write_text(yaml.safe_dump(config))
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1.0)
+    raise RuntimeError(f"service not ready after {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-5000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGINT is how a user stops ``serve run``: it shuts Serve and its local Ray down."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
+    """``serve run`` on the tiny config in a subprocess, exactly as the README starts it."""
+    workdir = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    config_path = workdir / "serve_tiny.yaml"
+    write_serve_config(config_path, port, {"request_timeout_s": 120, "max_in_flight": 32})
+    log = workdir / "serve.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, process, log)
+        yield ServedGraph(url, log, process)
+    finally:
+        stop(process)

@@ -1,0 +1,52 @@
+"""The layering rule: Ray lives only in deployments/ and graph.py; only graph.py binds."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def is_deployment_bind(node: ast.AST) -> bool:
+    """``SomethingDeployment.bind(...)`` or ``Ingress.bind(...)`` (not ``socket.bind``)."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "bind"):
+        return False
+    target = node.func.value
+    return isinstance(target, ast.Name) and (target.id.endswith("Deployment") or target.id == "Ingress")
+
+
+def calls_bind(path: Path) -> bool:
+    return any(is_deployment_bind(node) for node in ast.walk(ast.parse(path.read_text(), filename=str(path))))
+
+
+def test_gen3d_never_imports_ray() -> None:
+    offenders = [p for p in (ROOT / "gen3d").rglob("*.py") if "ray" in imported_modules(p)]
+    assert offenders == []
+
+
+def test_library_does_not_import_the_service_layer() -> None:
+    offenders = [
+        p for p in (ROOT / "gen3d").rglob("*.py") if imported_modules(p) & {"deployments", "graph", "fastapi"}
+    ]
+    assert offenders == []
+
+
+def test_only_graph_binds_deployments() -> None:
+    binders = [p.relative_to(ROOT) for p in ROOT.glob("**/*.py") if ".venv" not in p.parts and calls_bind(p)]
+    assert binders == [Path("graph.py")]
+
+
+def test_each_stage_names_library_and_deployment_module() -> None:
+    for stage in ("text_to_image", "background", "image_to_3d", "export"):
+        assert (ROOT / "gen3d" / f"{stage}.py").is_file(), stage
+        assert (ROOT / "deployments" / f"{stage}.py").is_file(), stage
