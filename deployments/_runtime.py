@@ -23,14 +23,6 @@ LATENCY_BOUNDARIES_S = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5
 # Exceptions that say the request was bad or the result unusable; the replica itself is fine.
 REQUEST_ERRORS = (InputError, StageOutputError)
 
-_latency = Histogram(
-    "gen3d_stage_latency_s", "Seconds one stage spent on one request", LATENCY_BOUNDARIES_S, ("stage",)
-)
-_requests = Counter("gen3d_stage_requests", "Requests a stage handled", ("stage",))
-_errors = Counter("gen3d_stage_errors", "Requests a stage failed, by kind", ("stage", "kind"))
-_gpu_memory = Gauge("gen3d_stage_gpu_peak_bytes", "Peak GPU memory allocated by a stage process", ("stage",))
-
-
 class StageRuntime:
     """Runs a stage's blocking calls off the event loop and records their metrics.
 
@@ -45,22 +37,29 @@ class StageRuntime:
         self.fatal: BaseException | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=stage)
         self._tags = {"stage": stage}
+        # Created inside the replica so Serve adds its deployment and replica tags.
+        self._latency = Histogram(
+            "gen3d_stage_latency_s", "Seconds one stage spent on one request", LATENCY_BOUNDARIES_S, ("stage",)
+        )
+        self._requests = Counter("gen3d_stage_requests", "Requests a stage handled", ("stage",))
+        self._errors = Counter("gen3d_stage_errors", "Requests a stage failed, by kind", ("stage", "kind"))
+        self._gpu_memory = Gauge("gen3d_stage_gpu_peak_bytes", "Peak GPU memory allocated by a stage process", ("stage",))
 
     async def call(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
         """Run ``fn(*args)`` on the worker thread; return its result and wall seconds."""
         start = time.perf_counter()
-        _requests.inc(tags=self._tags)
+        self._requests.inc(tags=self._tags)
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
         except REQUEST_ERRORS as exc:
-            _errors.inc(tags={**self._tags, "kind": type(exc).__name__})
+            self._errors.inc(tags={**self._tags, "kind": type(exc).__name__})
             raise
         except Exception as exc:
-            _errors.inc(tags={**self._tags, "kind": type(exc).__name__})
+            self._errors.inc(tags={**self._tags, "kind": type(exc).__name__})
             self._note_fatal(exc)
             raise
         seconds = time.perf_counter() - start
-        _latency.observe(seconds, tags=self._tags)
+        self._latency.observe(seconds, tags=self._tags)
         self._record_memory()
         return result, seconds
 
@@ -72,7 +71,7 @@ class StageRuntime:
 
     def _record_memory(self) -> None:
         if self.device.type == "cuda":
-            _gpu_memory.set(torch.cuda.max_memory_allocated(self.device), tags=self._tags)
+            self._gpu_memory.set(torch.cuda.max_memory_allocated(self.device), tags=self._tags)
 
     def check_health(self) -> None:
         """Raise when the stage can no longer serve, so Ray Serve restarts the replica."""

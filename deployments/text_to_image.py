@@ -26,7 +26,7 @@ class TextToImageDeployment:
 
     async def generate(self, prompt: str, seed: int, steps: int, width: int, height: int) -> Traced:
         image, seconds = await self.runtime.call(self.model.generate, prompt, seed, steps, width, height)
-        return Traced().then("text_to_image", image, seconds)
+        return Traced(prompt).then("text_to_image", image, seconds)
 
     def check_health(self) -> None:
         self.runtime.check_health()

@@ -4,8 +4,6 @@ The ingress (``deployments/ingress.py``) reads bytes off the wire and hands them
 rejection is an ``InputError`` that names the field, so the wire format stays out of model code.
 """
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Literal
 
@@ -14,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gen3d.config import TextToImageConfig, UpAxis
 from gen3d.errors import InputError
-from gen3d.imaging import decode_image
+from gen3d.imaging import decode_base64_image, decode_image
 
 OutputFormat = Literal["glb", "obj", "ply", "splat"]
 MAX_SEED = 2**32 - 1
@@ -139,17 +137,11 @@ def check_seed(seed: int) -> int:
     return seed
 
 
-def decode_base64(text: str, service: ServiceConfig, field: str = "image") -> bytes:
-    """Strict base64 (or a ``data:`` URL) to bytes, refusing oversize and non-base64 text."""
-    payload = text.strip()
-    if payload.startswith("data:"):
-        _, _, payload = payload.partition(",")
-    if len(payload) * 3 // 4 > service.max_upload_bytes:
-        raise InputError(field, f"is larger than the {service.max_upload_bytes}-byte upload limit", status=413)
-    try:
-        return base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise InputError(field, f"is not valid base64 ({exc})") from None
+def decode_base64_upload(text: str, service: ServiceConfig) -> np.ndarray:
+    """Strict base64 (or a ``data:`` URL) image under the service's size and pixel limits."""
+    return decode_base64_image(
+        text, max_bytes=service.max_upload_bytes, max_pixels=service.max_image_pixels, min_side=service.min_image_side
+    )
 
 
 def looks_like_base64_image(text: str) -> bool:
@@ -172,7 +164,7 @@ def job_from_request(req: GenerateRequest, text_cfg: TextToImageConfig, service:
     if req.prompt is not None:
         prompt = check_prompt(req.prompt, text_cfg.max_prompt_chars)
     else:
-        image = decode_upload(decode_base64(req.image or "", service), service)
+        image = decode_base64_upload(req.image or "", service)
     return Job(prompt, image, check_seed(req.seed), steps, width, height, req.format, req.up)
 
 
@@ -180,7 +172,7 @@ def job_from_form_prompt(prompt: str, text_cfg: TextToImageConfig, service: Serv
     """three-gen's ``POST /generate/``: form ``prompt`` (text or base64 image) -> +Y splat."""
     steps, width, height = check_text_settings(text_cfg, None, None, None)
     if looks_like_base64_image(prompt):
-        image = decode_upload(decode_base64(prompt, service, field="prompt"), service)
+        image = decode_base64_upload(prompt, service)
         return Job(None, image, 0, steps, width, height, "splat", "+y")
     return Job(check_prompt(prompt, text_cfg.max_prompt_chars), None, 0, steps, width, height, "splat", "+y")
 

@@ -57,14 +57,16 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
 
 
 def stop(process: subprocess.Popen) -> None:
-    """SIGINT is how a user stops ``serve run``: it shuts Serve and its local Ray down."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """Ctrl-C, as a user stops ``serve run``: Serve and its local Ray must shut down cleanly."""
+    if process.poll() is not None:
+        raise RuntimeError(f"serve run died during the tests with exit code {process.returncode}")
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise RuntimeError("serve run did not shut down within 60 s of SIGINT") from None
 
 
 @pytest.fixture(scope="session")
