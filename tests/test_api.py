@@ -70,9 +70,9 @@ def test_data_url_is_accepted() -> None:
 def test_not_base64_and_oversize() -> None:
     with pytest.raises(InputError, match="base64") as info:
         job_from_request(GenerateRequest(image="%%% not base64 %%%"), TEXT, SERVICE)
-    assert info.value.status == 422
+    assert info.value.status == 400
     small = ServiceConfig(max_upload_bytes=1000)
-    with pytest.raises(InputError, match="upload limit") as info:
+    with pytest.raises(InputError, match="at most 1000 bytes") as info:
         job_from_request(GenerateRequest(image=png_b64()), TEXT, small)
     assert info.value.status == 413
 
