@@ -13,7 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
@@ -50,6 +51,9 @@ app = FastAPI(
     version=__version__,
     description="Text or image to 3D asset: GLB/OBJ/PLY mesh or a validator-ready Gaussian-splat PLY.",
     redirect_slashes=False,
+    # Served by Ingress routes below, so that the API key guards them like every route but /health.
+    docs_url=None,
+    openapi_url=None,
 )
 
 
@@ -95,6 +99,47 @@ def asset_response(result: Traced, elapsed: float) -> Response:
     return Response(exported.data, media_type=exported.media_type, headers=headers)
 
 
+class StageTimeout(Exception):
+    """The graph did not answer within the request timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request exceeded the {seconds:g} s timeout")
+
+
+class StageBusy(Exception):
+    """A stage's queue is full; ``retry_after_s`` goes into the ``Retry-After`` header."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__("a stage queue is full; retry later")
+        self.retry_after_s = retry_after_s
+
+
+@app.exception_handler(StageTimeout)
+async def _timeout(_: Request, exc: StageTimeout) -> JSONResponse:
+    return error_response(504, str(exc))
+
+
+@app.exception_handler(StageBusy)
+async def _busy(_: Request, exc: StageBusy) -> JSONResponse:
+    return error_response(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
+
+
+@app.exception_handler(StageOutputError)
+async def _bad_output(_: Request, exc: StageOutputError) -> JSONResponse:
+    # Raised in a stage, it arrives wrapped by Ray: report the stage's message, not Ray's traceback.
+    cause = getattr(exc, "cause", exc)
+    return error_response(422, f"no usable 3D result: {cause}", "image")
+
+
+@app.exception_handler(Exception)
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    stage = failed_stage(exc)
+    logger.error("request failed in stage %s: %s", stage, type(exc).__name__)
+    return error_response(500 if stage == "unknown" else 502, f"stage {stage} failed: {type(exc).__name__}", stage)
+
+
+# Everything the Ingress uses is defined above it: @serve.ingress pickles the app and the class
+# by value when the class is decorated, so later handlers and names would be missing in the replica.
 @serve.deployment
 @serve.ingress(app)
 class Ingress:
@@ -141,6 +186,16 @@ class Ingress:
             "allowed_steps": self.text_cfg.allowed_steps,
             "formats": ["glb", "obj", "ply", "splat"],
         }
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> JSONResponse:
+        self._authorise(request)
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> HTMLResponse:
+        self._authorise(request)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="gen3d API")
 
     @app.post("/generate")
     async def generate(self, request: Request) -> Response:
@@ -259,37 +314,4 @@ class Ingress:
         except (InputError, StageOutputError):
             raise
         except BackPressureError:
-            raise StageBusy() from None
-
-
-class StageTimeout(Exception):
-    """The graph did not answer within the request timeout."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"request exceeded the {seconds:g} s timeout")
-
-
-class StageBusy(Exception):
-    """A stage's queue is full."""
-
-
-@app.exception_handler(StageTimeout)
-async def _timeout(_: Request, exc: StageTimeout) -> JSONResponse:
-    return error_response(504, str(exc))
-
-
-@app.exception_handler(StageBusy)
-async def _busy(_: Request, exc: StageBusy) -> JSONResponse:
-    return error_response(503, "a stage queue is full; retry later", headers={"Retry-After": "2"})
-
-
-@app.exception_handler(StageOutputError)
-async def _bad_output(_: Request, exc: StageOutputError) -> JSONResponse:
-    return error_response(422, f"no usable 3D result: {exc}", "image")
-
-
-@app.exception_handler(Exception)
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    stage = failed_stage(exc)
-    logger.error("request failed in stage %s: %s", stage, type(exc).__name__)
-    return error_response(500 if stage == "unknown" else 502, f"stage {stage} failed: {type(exc).__name__}", stage)
+            raise StageBusy(self.service.retry_after_s) from None

@@ -16,6 +16,11 @@ class InputError(ValueError):
         self.message = message
         self.status = status
 
+    def __reduce__(self) -> tuple:
+        # Ray re-raises a stage's exception in the ingress by unpickling it; the default
+        # reduction would call __init__ with the formatted message only and fail.
+        return type(self), (self.field, self.message, self.status)
+
 
 class StageOutputError(RuntimeError):
     """A stage produced an unusable result (empty mesh, NaN field); never written as a file."""

@@ -1,0 +1,60 @@
+"""StageRuntime: one worker thread, errors counted, a device error wedges the health check."""
+
+import asyncio
+import threading
+
+import pytest
+import torch
+
+from deployments._runtime import StageRuntime
+from gen3d.errors import InputError
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_calls_run_off_the_event_loop_on_one_thread() -> None:
+    runtime = StageRuntime("export", torch.device("cpu"))
+    loop_thread = threading.get_ident()
+
+    async def two_calls():
+        return await asyncio.gather(runtime.call(threading.get_ident), runtime.call(threading.get_ident))
+
+    (first, s1), (second, s2) = run(two_calls())
+    assert first == second != loop_thread
+    assert s1 >= 0 and s2 >= 0
+
+
+def test_bad_input_leaves_the_replica_healthy() -> None:
+    runtime = StageRuntime("background", torch.device("cpu"))
+
+    def reject() -> None:
+        raise InputError("image", "no foreground")
+
+    with pytest.raises(InputError):
+        run(runtime.call(reject))
+    runtime.check_health()
+
+
+def test_device_error_fails_the_health_check() -> None:
+    runtime = StageRuntime("image_to_3d", torch.device("cpu"))
+
+    def crash() -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(RuntimeError):
+        run(runtime.call(crash))
+    with pytest.raises(RuntimeError, match="wedged"):
+        runtime.check_health()
+
+
+def test_ordinary_bug_does_not_restart_the_replica() -> None:
+    runtime = StageRuntime("export", torch.device("cpu"))
+
+    def bug() -> None:
+        raise KeyError("x")
+
+    with pytest.raises(KeyError):
+        run(runtime.call(bug))
+    runtime.check_health()

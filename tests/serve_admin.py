@@ -1,0 +1,139 @@
+"""Test helpers that drive a running ``serve run`` cluster through its dashboard's Serve REST API.
+
+The ``served`` fixture starts its own local Ray cluster; several can run side by side, so the
+dashboard address is read from that cluster's log rather than assumed to be :8265.
+"""
+
+import copy
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+APP = "gen3d"
+_DASHBOARD = re.compile(r"View the dashboard at (?:\x1b\[[0-9;]*m)*(http://[0-9.]+:[0-9]+)")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def ray_auth_headers() -> dict[str, str]:
+    """Bearer header for Ray's token auth, from where Ray itself keeps the token (none if unset)."""
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if token is None and path.is_file():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def ray_session_logs(driver_pid: int) -> Path:
+    """The log folder of the local Ray session started by ``serve run`` (its name ends in the driver pid)."""
+    root = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    sessions = sorted(root.glob(f"session_*_{driver_pid}"))
+    if not sessions:
+        raise FileNotFoundError(f"no Ray session of driver pid {driver_pid} under {root}")
+    return sessions[-1] / "logs"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc, Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Hex local addresses (as /proc/net/tcp{,6} write them) of the sockets listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port_hex = local.rsplit(":", 1)
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: TCP_LISTEN
+                found.append(address)
+    return found
+
+
+def is_loopback(hex_address: str) -> bool:
+    """Whether a /proc/net/tcp address is 127.x.x.x (IPv4, little-endian hex) or ::1 (IPv6)."""
+    if len(hex_address) == 8:
+        return bytes.fromhex(hex_address)[::-1][0] == 127
+    return hex_address == "00000000000000000000000001000000"
+
+
+@dataclass(frozen=True)
+class ServeAdmin:
+    """The Serve REST API of one local cluster.
+
+    Attributes:
+        dashboard: base URL of the Ray dashboard, e.g. ``http://127.0.0.1:8265``.
+    """
+
+    dashboard: str
+
+    @classmethod
+    def from_log(cls, log: Path) -> "ServeAdmin":
+        """Find the dashboard address ``serve run`` printed when it started its cluster."""
+        match = _DASHBOARD.search(log.read_text(errors="replace"))
+        if match is None:
+            raise RuntimeError(f"no dashboard address in {log}")
+        return cls(match.group(1))
+
+    def details(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.dashboard}/api/serve/applications/", headers=ray_auth_headers(), timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def deploy_config(self) -> dict[str, Any]:
+        """The running config in ``serve deploy``'s schema (what ``deploy`` takes back)."""
+        details = self.details()
+        http = {key: details["http_options"][key] for key in ("host", "port", "request_timeout_s")}
+        app = details["applications"][APP]["deployed_app_config"]
+        return {"proxy_location": details["proxy_location"], "http_options": http, "applications": [app]}
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """``serve deploy``: replace the running applications with ``config``."""
+        response = httpx.put(
+            f"{self.dashboard}/api/serve/applications/", json=config, headers=ray_auth_headers(), timeout=60
+        )
+        response.raise_for_status()
+
+    def all_running(self) -> bool:
+        """The app is RUNNING and every deployment is HEALTHY with only RUNNING replicas."""
+        app = self.details()["applications"].get(APP)
+        if app is None or app["status"] != "RUNNING":
+            return False
+        return all(
+            dep["status"] == "HEALTHY" and dep["replicas"] and all(r["state"] == "RUNNING" for r in dep["replicas"])
+            for dep in app["deployments"].values()
+        )
+
+    def replica_pid(self, deployment: str) -> int:
+        """Process id of the one running replica of ``deployment``."""
+        replicas = self.details()["applications"][APP]["deployments"][deployment]["replicas"]
+        running = [r["pid"] for r in replicas if r["state"] == "RUNNING"]
+        if len(running) != 1:
+            raise RuntimeError(f"expected one running {deployment} replica, got {replicas}")
+        return running[0]
+
+
+def with_service(config: dict[str, Any], **service: Any) -> dict[str, Any]:
+    """A copy of a deploy config whose builder args carry other ``service`` settings."""
+    changed = copy.deepcopy(config)
+    changed["applications"][0]["args"]["service"].update(service)
+    return changed
+
+
+def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    """Poll ``condition()`` until true; raise naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll_s)
+    raise TimeoutError(f"{what} not reached within {timeout_s} s")
