@@ -5,7 +5,7 @@ rejection is an ``InputError`` that names the field, so the wire format stays ou
 """
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,6 +15,7 @@ from gen3d.errors import InputError
 from gen3d.imaging import decode_base64_image, decode_image
 
 OutputFormat = Literal["glb", "obj", "ply", "splat"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 MAX_SEED = 2**32 - 1
 
 
@@ -187,3 +188,13 @@ def job_from_image_file(data: bytes, seed: int, text_cfg: TextToImageConfig, ser
 def server_timing(timings: dict[str, float]) -> str:
     """Format stage seconds as a ``Server-Timing`` header (durations in milliseconds)."""
     return ", ".join(f"{name};dur={seconds * 1000.0:.1f}" for name, seconds in timings.items())
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """``a;dur=12.5, b;dur=3`` -> {"a": 0.0125, "b": 0.003} (seconds)."""
+    timings = {}
+    for entry in filter(None, (part.strip() for part in header.split(","))):
+        name, _, rest = entry.partition(";")
+        if rest.startswith("dur="):
+            timings[name] = float(rest[4:]) / 1000.0
+    return timings

@@ -25,10 +25,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-if __package__ in (None, ""):  # run as a file: make the ``scripts`` package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from scripts.client import FORMATS, parse_server_timing  # noqa: E402
+from gen3d.api import OUTPUT_FORMATS, parse_server_timing
 
 DEFAULT_PROMPTS = ("a blue cube", "a wooden chair", "a coffee mug", "a sports car", "a dragon statue")
 # (table column, Server-Timing name): the original pipeline's table, fed by the service's timings.
@@ -103,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--url", default="http://127.0.0.1:8093", help="service base URL")
     parser.add_argument("--prompts", type=Path, help="text file, one prompt a line (default: five built-in prompts)")
     parser.add_argument("-n", type=int, default=len(DEFAULT_PROMPTS), help="requests per run (prompts cycle)")
-    parser.add_argument("--format", choices=FORMATS, default="glb")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, default="glb")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=8, help="client threads of the concurrent run")
     parser.add_argument("--sweep", default="1,2,4,8,16", help="comma-separated concurrencies for the plot")

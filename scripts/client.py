@@ -12,7 +12,8 @@ from pathlib import Path
 
 import httpx
 
-FORMATS = ("glb", "obj", "ply", "splat")
+from gen3d.api import OUTPUT_FORMATS, parse_server_timing
+
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -20,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("prompt", nargs="?", help="text prompt (omit with --image)")
     parser.add_argument("--image", type=Path, help="image file to lift to 3D instead of a prompt")
     parser.add_argument("-o", "--output", type=Path, help="output file (default: asset.<format>)")
-    parser.add_argument("--format", choices=FORMATS, help="default: from the output suffix, else glb")
+    parser.add_argument("--format", choices=OUTPUT_FORMATS, help="default: from the output suffix, else glb")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--up", choices=("+y", "-y"), default="+y", help="splat up axis")
@@ -38,7 +39,7 @@ def output_format(args: argparse.Namespace) -> str:
     if args.format:
         return args.format
     suffix = args.output.suffix.lstrip(".").lower() if args.output else ""
-    return suffix if suffix in FORMATS else "glb"
+    return suffix if suffix in OUTPUT_FORMATS else "glb"
 
 
 def request_body(args: argparse.Namespace, fmt: str) -> dict:
@@ -50,16 +51,6 @@ def request_body(args: argparse.Namespace, fmt: str) -> dict:
     else:
         body["prompt"] = args.prompt
     return body
-
-
-def parse_server_timing(header: str) -> dict[str, float]:
-    """``a;dur=12.5, b;dur=3`` -> {"a": 0.0125, "b": 0.003} (seconds)."""
-    timings = {}
-    for entry in filter(None, (part.strip() for part in header.split(","))):
-        name, _, rest = entry.partition(";")
-        if rest.startswith("dur="):
-            timings[name] = float(rest[4:]) / 1000.0
-    return timings
 
 
 def main(argv: list[str] | None = None) -> int:

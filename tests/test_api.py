@@ -12,11 +12,11 @@ from gen3d.api import (
     job_from_image_file,
     job_from_request,
     looks_like_base64_image,
+    parse_server_timing,
     server_timing,
 )
 from gen3d.config import load_preset
 from gen3d.errors import InputError
-from scripts.client import parse_server_timing
 from tests.conftest import FIXTURES
 
 TEXT = load_preset("tiny").text_to_image

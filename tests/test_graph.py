@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import trimesh
 
+from gen3d.api import parse_server_timing
 from gen3d.splat.ply import read_splat_ply
 from gen3d.splat.validate import validate_splat
-from scripts.client import parse_server_timing
 from tests.conftest import FIXTURES, ServedGraph
 
 pytestmark = pytest.mark.serve
