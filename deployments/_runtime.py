@@ -46,11 +46,19 @@ class StageRuntime:
         self._gpu_memory = Gauge("gen3d_stage_gpu_peak_bytes", "Peak GPU memory allocated by a stage process", ("stage",))
 
     async def call(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
-        """Run ``fn(*args)`` on the worker thread; return its result and wall seconds."""
-        start = time.perf_counter()
+        """Run ``fn(*args)`` on the worker thread; return its result and its own wall seconds.
+
+        The seconds exclude the wait behind earlier requests of this replica, so
+        ``Server-Timing`` shows what each stage costs, not how long it queued.
+        """
+
+        def timed() -> tuple[T, float]:
+            start = time.perf_counter()
+            return fn(*args), time.perf_counter() - start
+
         self._requests.inc(tags=self._tags)
         try:
-            result = await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            result, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, timed)
         except REQUEST_ERRORS as exc:
             self._errors.inc(tags={**self._tags, "kind": type(exc).__name__})
             raise
@@ -58,7 +66,6 @@ class StageRuntime:
             self._errors.inc(tags={**self._tags, "kind": type(exc).__name__})
             self._note_fatal(exc)
             raise
-        seconds = time.perf_counter() - start
         self._latency.observe(seconds, tags=self._tags)
         self._record_memory()
         return result, seconds

@@ -48,7 +48,8 @@ class TextToImageConfig(StageConfig):
         text_encoder_precision: dtype of CLIP and T5; ``fp8`` quantizes T5 only. Must share
             ``precision``'s base dtype because the pipeline feeds the text embeddings to the
             transformer unconverted.
-        compile: torch.compile the transformer's repeated blocks (one graph per block).
+        compile: torch.compile the transformer's repeated blocks and the T5 encoder (static
+            shapes; ``warmup()`` compiles every allowed size, minutes per size on an H100).
         compile_vae: torch.compile the VAE decoder too.
         attention_backend: diffusers attention backend name (``native``, ``flash``,
             ``_native_cudnn``...); None keeps the default (torch SDPA).

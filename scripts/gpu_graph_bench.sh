@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # On a GPU machine: serve the full-size random-weight graph (configs/serve_random.yaml), run
 # scripts/bench.py against it and record GPU memory per stage process and in total.
-# Usage: bash scripts/gpu_graph_bench.sh OUT_DIR [N] [FORMAT]   (ray[serve] etc. importable)
+# Usage: bash scripts/gpu_graph_bench.sh OUT_DIR [N] [FORMAT] [SERVE_CONFIG]   (ray[serve] importable)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${1:?output folder}"; n="${2:-40}"; fmt="${3:-glb}"
+out="${1:?output folder}"; n="${2:-40}"; fmt="${3:-glb}"; config="${4:-configs/serve_random.yaml}"
 mkdir -p "$out"
 export RAY_USAGE_STATS_ENABLED=0 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 serve_bin="$(python3 -c 'import shutil,sys; print(shutil.which("serve") or "")')"
 if [ -n "$serve_bin" ]; then serve_cmd=("$serve_bin" run); else serve_cmd=(python3 -m ray.serve.scripts run); fi
-setsid "${serve_cmd[@]}" configs/serve_random.yaml > "$out/serve.log" 2>&1 &
+setsid "${serve_cmd[@]}" "$config" > "$out/serve.log" 2>&1 &
 serve_pid=$!
 ready=0
 for _ in $(seq 1 120); do
@@ -21,7 +21,7 @@ if [ "$ready" = 1 ]; then
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/gpu_used_mib.txt" &
   smi_pid=$!
   python3 scripts/bench.py --url http://127.0.0.1:8093 -n "$n" --format "$fmt" --concurrency 8 \
-    --sweep 1,2,4,8,16 --warmup 4 --out "$out"
+    --sweep "${SWEEP:-1,2,4,8,16}" --warmup 4 --out "$out"
   nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv > "$out/gpu_apps_after.csv"
   kill "$smi_pid"
   ps -eo pid,args | grep -E "ServeReplica" | grep -v grep > "$out/replicas.txt"

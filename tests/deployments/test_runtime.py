@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 import torch
@@ -58,3 +59,18 @@ def test_ordinary_bug_does_not_restart_the_replica() -> None:
     with pytest.raises(KeyError):
         run(runtime.call(bug))
     runtime.check_health()
+
+
+def test_reported_seconds_exclude_the_wait_behind_earlier_requests() -> None:
+    runtime = StageRuntime("text_to_image", torch.device("cpu"))
+
+    def work() -> None:
+        time.sleep(0.2)
+
+    async def two_calls():
+        return await asyncio.gather(runtime.call(work), runtime.call(work))
+
+    start = time.perf_counter()
+    (_, first), (_, second) = run(two_calls())
+    assert time.perf_counter() - start >= 0.4  # one worker: the calls ran in turn
+    assert first < 0.3 and second < 0.3
