@@ -167,6 +167,18 @@ class Ingress:
         self.text_cfg = TextToImageConfig.model_validate(text_to_image_config)
         self.service = ServiceConfig.model_validate(service)
         self.in_flight = 0
+        self._warm_up = asyncio.get_running_loop().create_task(self._warm_graph())
+
+    async def _warm_graph(self) -> None:
+        """Send one job through every stage, so that the first client doesn't pay for setting up
+        Serve's handles and routers (seconds on a fresh graph)."""
+        cfg = self.text_cfg
+        job = Job("warm-up", None, 0, cfg.steps, cfg.width, cfg.height, "splat", "+y")
+        try:
+            await self._run_graph(job)
+            logger.info("graph warm-up finished")
+        except Exception as exc:  # the graph still serves; the first request just pays the set-up
+            logger.warning("graph warm-up failed: %s", type(exc).__name__)
 
     # -- routes -----------------------------------------------------------------------------
 

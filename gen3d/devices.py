@@ -4,7 +4,9 @@ A stage is told its device by its config; it never picks one itself and never fa
 CPU when CUDA was asked for, so a misconfigured GPU deployment fails at startup, not slowly.
 """
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -85,3 +87,15 @@ def reset_peak_memory(device: torch.device) -> None:
     """Start a new peak-memory window on ``device`` (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+
+
+@contextlib.contextmanager
+def building_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Create new parameters directly on ``device`` in ``dtype`` (no fp32 CPU copy first)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)

@@ -11,10 +11,8 @@ fp8 goes through torchao's float8 config, used both by diffusers' ``PipelineQuan
 (real weights) and by ``torchao.quantization.quantize_`` (random weights).
 """
 
-import contextlib
 import logging
 import string
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +20,8 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 from tokenizers import pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+from gen3d.devices import building_on
 
 if TYPE_CHECKING:
     from diffusers import PipelineQuantizationConfig
@@ -225,18 +225,6 @@ def build_t5_tokenizer(vocab_size: int) -> T5TokenizerFast:
     if vocab_size < len(pieces):
         raise ValueError(f"vocab_size: expected at least {len(pieces)} for the T5 pieces, got {vocab_size}")
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
-
-
-@contextlib.contextmanager
-def building_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Create new parameters directly on ``device`` in ``dtype`` (no fp32 CPU copy first)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 def build_models(size: Size, device: torch.device | str, dtype: torch.dtype, seed: int = 0) -> dict[str, torch.nn.Module]:

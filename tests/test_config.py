@@ -37,7 +37,9 @@ def test_unknown_preset_names_the_known_ones() -> None:
         load_preset("nope")
 
 
-@pytest.mark.parametrize("path", ["serve_config.yaml", "configs/serve_tiny.yaml", "configs/serve_random.yaml"])
+@pytest.mark.parametrize(
+    "path", ["serve_config.yaml", "configs/serve_tiny.yaml", "configs/serve_random.yaml", "configs/serve_random_bf16.yaml"]
+)
 def test_serve_configs_keep_gpu_shares_and_loopback(path: str) -> None:
     config = yaml.safe_load((ROOT / path).read_text())
     assert config["http_options"]["host"] == "127.0.0.1"

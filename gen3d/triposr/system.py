@@ -3,15 +3,15 @@
 ``forward`` produces scene codes; products (``query``, ``extract_mesh``) stay apart from it.
 """
 
-import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gen3d.devices import building_on
 from gen3d.errors import InputError, StageOutputError
 from gen3d.results import MeshAsset
 from gen3d.triposr import field
@@ -29,18 +29,6 @@ logger = logging.getLogger(__name__)
 #: Points per decoder batch: large enough to keep the GPU busy, small enough for ~1 GiB of activations.
 DEFAULT_CHUNK = 2**21
 ImageInput = torch.Tensor | Sequence[object]
-
-
-@contextlib.contextmanager
-def _building_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Create parameters directly on ``device`` in ``dtype`` (no fp32/CPU copy first)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
 
 
 class TripoSR(nn.Module):
@@ -66,7 +54,7 @@ class TripoSR(nn.Module):
         cls, cfg: TripoSRConfig, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
     ) -> "TripoSR":
         """Random weights, built directly on ``device`` in ``dtype`` (``meta`` allocates nothing)."""
-        with _building_on(device, dtype):
+        with building_on(device, dtype):
             model = cls(cfg)
             model.image_tokenizer.reset_buffers(device)
         return model.eval().requires_grad_(False)
