@@ -221,7 +221,7 @@ class Ingress:
         else:
             raise InputError(
                 "content-type",
-                f"must be application/json or multipart/form-data, got {content_type or 'none'}",
+                f"expected application/json or multipart/form-data, got {content_type or 'none'}",
                 status=415,
             )
         return await self._serve(job)
@@ -270,7 +270,7 @@ class Ingress:
     async def _form(self, request: Request):
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-            raise InputError("content-type", f"must be a form, got {content_type or 'none'}", status=415)
+            raise InputError("content-type", f"expected a form, got {content_type or 'none'}", status=415)
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit():
             raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
@@ -286,7 +286,7 @@ class Ingress:
             raise InputError("prompt_image_file", "multipart file field 'prompt_image_file' is required")
         seed_text = form.get("seed", "0")
         if not isinstance(seed_text, str) or not seed_text.strip().lstrip("-").isdigit():
-            raise InputError("seed", f"must be an integer, got {seed_text!r}")
+            raise InputError("seed", f"expected an integer, got {seed_text!r}")
         data = await upload.read()
         return job_from_image_file(data, int(seed_text), self.text_cfg, self.service)
 

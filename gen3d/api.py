@@ -108,11 +108,11 @@ def check_prompt(prompt: str, max_chars: int) -> str:
     """Return the stripped prompt, or raise for empty / over-long / control-character text."""
     text = prompt.strip()
     if not text:
-        raise InputError("prompt", "must not be empty or whitespace")
+        raise InputError("prompt", "expected non-empty text, got an empty or whitespace-only prompt")
     if len(text) > max_chars:
-        raise InputError("prompt", f"must be at most {max_chars} characters, got {len(text)}")
+        raise InputError("prompt", f"expected at most {max_chars} characters, got {len(text)}")
     if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
-        raise InputError("prompt", "must not contain control characters")
+        raise InputError("prompt", "expected printable text, got control characters")
     return text
 
 
@@ -124,17 +124,17 @@ def check_text_settings(
     width = cfg.width if width is None else width
     height = cfg.height if height is None else height
     if steps not in cfg.allowed_steps:
-        raise InputError("steps", f"must be one of {cfg.allowed_steps}, got {steps}")
+        raise InputError("steps", f"expected one of {cfg.allowed_steps}, got {steps}")
     for name, value in (("width", width), ("height", height)):
         if value not in cfg.allowed_sizes:
-            raise InputError(name, f"must be one of {cfg.allowed_sizes}, got {value}")
+            raise InputError(name, f"expected one of {cfg.allowed_sizes} pixels, got {value}")
     return steps, width, height
 
 
 def check_seed(seed: int) -> int:
     """Seeds are 32-bit unsigned, as generators on every device accept them."""
     if not 0 <= seed <= MAX_SEED:
-        raise InputError("seed", f"must be in [0, {MAX_SEED}], got {seed}")
+        raise InputError("seed", f"expected an integer in [0, {MAX_SEED}], got {seed}")
     return seed
 
 

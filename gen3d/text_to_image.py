@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from diffusers import FluxPipeline
 
+from gen3d.api import check_prompt, check_seed, check_text_settings
 from gen3d.config import TextToImageConfig
 from gen3d.devices import cap_memory_gib, peak_memory_bytes, reset_peak_memory, resolve_device
 from gen3d.errors import InputError, StageOutputError, WeightsUnavailableError
@@ -26,8 +27,6 @@ from gen3d.flux_components import (
 from gen3d.results import GeneratedImage
 
 logger = logging.getLogger(__name__)
-
-MAX_SEED = 2**32 - 1
 
 #: Storage dtype per precision; fp8 weights are quantized from bf16 and compute around bf16.
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
@@ -236,22 +235,13 @@ class TextToImage:
         Raises:
             InputError: naming the field, what was expected and what was got.
         """
-        cfg = self.cfg
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("prompt", f"expected non-empty text, got {prompt!r}")
-        if len(prompt) > cfg.max_prompt_chars:
-            raise InputError("prompt", f"expected at most {cfg.max_prompt_chars} characters, got {len(prompt)}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise InputError("seed", f"expected an integer in [0, {MAX_SEED}], got {seed!r}")
-        steps = cfg.steps if steps is None else steps
-        if steps not in cfg.allowed_steps:
-            raise InputError("steps", f"expected one of {cfg.allowed_steps}, got {steps!r}")
-        width = cfg.width if width is None else width
-        height = cfg.height if height is None else height
-        for field, value in (("width", width), ("height", height)):
-            if value not in cfg.allowed_sizes:
-                raise InputError(field, f"expected one of {cfg.allowed_sizes} pixels, got {value!r}")
-        return steps, width, height
+        if not isinstance(prompt, str):
+            raise InputError("prompt", f"expected text, got {type(prompt).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InputError("seed", f"expected an integer, got {seed!r}")
+        check_prompt(prompt, self.cfg.max_prompt_chars)
+        check_seed(seed)
+        return check_text_settings(self.cfg, steps, width, height)
 
     def generate(
         self, prompt: str, seed: int, steps: int | None = None, width: int | None = None, height: int | None = None

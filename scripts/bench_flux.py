@@ -26,7 +26,6 @@ import datetime
 import json
 import os
 import statistics
-import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -214,8 +213,6 @@ def apply_memory_cap(device: torch.device, args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    if __package__ in (None, ""):  # run as a file: make the repository's packages importable
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     if args.memory_gib is not None or args.memory_fraction is not None:
         # The cap counts reserved segments; in-place quantisation fragments fixed-size ones.
         # Read when CUDA initialises, which has not happened yet in this process.

@@ -45,7 +45,7 @@ def test_bad_prompts(prompt: str, match: str) -> None:
 
 @pytest.mark.parametrize(("field", "value"), [("steps", 50), ("width", 4096), ("height", 7)])
 def test_settings_outside_the_allowed_values(field: str, value: int) -> None:
-    with pytest.raises(InputError, match="must be one of") as info:
+    with pytest.raises(InputError, match="expected one of") as info:
         job_from_request(GenerateRequest(prompt="cube", **{field: value}), TEXT, SERVICE)
     assert info.value.field == field
 

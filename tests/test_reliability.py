@@ -127,8 +127,8 @@ CHAIR = (FIXTURES / "chair.png").read_bytes()
 TEAPOT_FILE = {"prompt_image_file": ("teapot.png", (FIXTURES / "teapot.png").read_bytes(), "image/png")}
 WHITE, CLEAR = uniform_png(64, 64, (255, 255, 255)), uniform_png(64, 64, (0, 0, 0, 0))
 BAD_INPUTS = [
-    case("empty-prompt", 422, "prompt", "must not be empty", post(json={"prompt": ""})),
-    case("whitespace-prompt", 422, "prompt", "must not be empty", post(json={"prompt": " \n\t "})),
+    case("empty-prompt", 422, "prompt", "expected non-empty text", post(json={"prompt": ""})),
+    case("whitespace-prompt", 422, "prompt", "expected non-empty text", post(json={"prompt": " \n\t "})),
     case("long-prompt", 422, "prompt", "at most 1000 characters", post(json={"prompt": "a" * 5000})),
     case("control-chars", 422, "prompt", "control characters", post(json={"prompt": "a\x00b"})),
     case("non-utf8", 400, "body", "UTF-8 JSON", raw_body(b'{"prompt": "\xff\xfe"}', "application/json")),
@@ -139,8 +139,8 @@ BAD_INPUTS = [
     case("seed-negative", 422, "seed", "greater than or equal to 0", post(json={**TEXT, "seed": -1})),
     case("seed-2^40", 422, "seed", "less than or equal to 4294967295", post(json={**TEXT, "seed": 2**40})),
     case("seed-text", 422, "seed", "valid integer", post(json={**TEXT, "seed": "abc"})),
-    case("steps", 422, "steps", "must be one of [3, 4], got 99", post(json={**TEXT, "steps": 99})),
-    case("width", 422, "width", "must be one of [64], got 65", post(json={**TEXT, "width": 65})),
+    case("steps", 422, "steps", "expected one of [3, 4], got 99", post(json={**TEXT, "steps": 99})),
+    case("width", 422, "width", "expected one of [64] pixels, got 65", post(json={**TEXT, "width": 65})),
     case("unknown-field", 422, "colour", "Extra inputs", post(json={**TEXT, "colour": "red"})),
     case("both", 422, "body", "exactly one of", post(json={"prompt": "x", "image": b64(CHAIR)})),
     case("neither", 422, "body", "exactly one of", post(json={"seed": 1})),
@@ -156,10 +156,10 @@ BAD_INPUTS = [
     case("oversize-json", 413, "body", "byte limit", lambda: post(json={"image": "A" * 15_000_000})()),
     case("oversize-file", 413, "image", "upload limit", lambda: post(**file_upload(b"\0" * (11 * MIB)))()),
     case("multipart-no-file", 422, "prompt_image_file", "is required", post(files={"x": ("x.png", CHAIR)})),
-    case("multipart-seed", 422, "seed", "must be an integer", post(**file_upload(CHAIR, seed="1.5"))),
+    case("multipart-seed", 422, "seed", "expected an integer", post(**file_upload(CHAIR, seed="1.5"))),
     case("multipart-not-image", 415, "image", "no decoder recognises", post(**file_upload(b"GIF"))),
     case("three-gen-no-prompt", 422, "prompt", "is required", post("/generate/", data={"seed": "1"})),
-    case("three-gen-json", 415, "content-type", "must be a form", post("/generate/", json=TEXT)),
+    case("three-gen-json", 415, "content-type", "expected a form", post("/generate/", json=TEXT)),
     case("route", 404, None, "Not Found", post("/nowhere", json=TEXT)),
     case("method", 405, None, "Method Not Allowed", lambda: {"method": "GET", "path": "/generate"}),
 ]
