@@ -183,9 +183,11 @@ class Ingress:
     # -- routes -----------------------------------------------------------------------------
 
     @app.get("/health")
-    async def health(self) -> dict[str, str]:
-        """Liveness of the ingress (no API key needed)."""
-        return {"status": "ok"}
+    async def health(self) -> JSONResponse:
+        """Readiness (no API key needed): 503 until the start-up warm-up job has gone through."""
+        if not self._warm_up.done():
+            return error_response(503, "warming up", headers={"Retry-After": "1"})
+        return JSONResponse({"status": "ok"})
 
     @app.get("/version")
     async def version(self, request: Request) -> dict[str, Any]:
