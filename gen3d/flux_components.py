@@ -291,7 +291,7 @@ def float8_config() -> "AOBaseConfig":
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
     except ImportError as err:
-        raise ValueError("precision: fp8 needs torchao (pip install 'gen3d[fp8]')") from err
+        raise ValueError("precision: fp8 needs torchao (pip install torchao)") from err
     return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
 
 
