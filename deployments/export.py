@@ -6,8 +6,7 @@ import torch
 from ray import serve
 
 from deployments._runtime import StageRuntime
-from gen3d.api import OutputFormat
-from gen3d.config import ExportConfig, UpAxis
+from gen3d.config import ExportConfig, OutputFormat, UpAxis
 from gen3d.export import Exporter
 from gen3d.results import Traced
 

@@ -5,16 +5,15 @@ rejection is an ``InputError`` that names the field, so the wire format stays ou
 """
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gen3d.config import TextToImageConfig, UpAxis
+from gen3d.config import OutputFormat, TextToImageConfig, UpAxis
 from gen3d.errors import InputError
 from gen3d.imaging import decode_base64_image, decode_image
 
-OutputFormat = Literal["glb", "obj", "ply", "splat"]
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 MAX_SEED = 2**32 - 1
 

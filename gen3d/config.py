@@ -16,7 +16,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 Mode = Literal["real", "tiny", "random"]
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 UpAxis = Literal["+y", "-y"]
-MeshFormat = Literal["glb", "obj", "ply"]
+#: Output file formats: three mesh formats and the Gaussian-splat PLY.
+OutputFormat = Literal["glb", "obj", "ply", "splat"]
 
 
 class StageConfig(BaseModel):

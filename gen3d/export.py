@@ -9,12 +9,11 @@ are then centred (bounding box at the origin) and scaled so the largest side is 
 
 import logging
 import time
-from typing import Literal
 
 import numpy as np
 import trimesh
 
-from gen3d.config import ExportConfig, UpAxis
+from gen3d.config import ExportConfig, OutputFormat, UpAxis
 from gen3d.errors import InputError, StageOutputError
 from gen3d.orientation import check_up, orient_gaussians, orient_mesh
 from gen3d.results import ExportedFile, Gaussians, MeshAsset
@@ -25,7 +24,6 @@ from gen3d.splat.validate import MIN_GAUSSIANS
 
 logger = logging.getLogger(__name__)
 
-ExportFormat = Literal["glb", "obj", "ply", "splat"]
 #: format -> (media type, file extension)
 FORMATS: dict[str, tuple[str, str]] = {
     "glb": ("model/gltf-binary", "glb"),
@@ -95,7 +93,7 @@ class Exporter:
         """Build the stage (no weights involved)."""
         return cls(cfg)
 
-    def export(self, asset: MeshAsset | Gaussians, fmt: ExportFormat, up: UpAxis = "+y") -> ExportedFile:
+    def export(self, asset: MeshAsset | Gaussians, fmt: OutputFormat, up: UpAxis = "+y") -> ExportedFile:
         """Serialise ``asset`` (model frame) as ``fmt``.
 
         Args:
