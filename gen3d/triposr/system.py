@@ -19,7 +19,7 @@ from gen3d.triposr.backbone import Transformer1D
 from gen3d.triposr.config import TripoSRConfig
 from gen3d.triposr.decoder import NeRFMLP
 from gen3d.triposr.image_tokenizer import DINOSingleImageTokenizer
-from gen3d.triposr.isosurface import marching_tetrahedra
+from gen3d.triposr.isosurface import marching_cubes
 from gen3d.triposr.loading import load_strict, read_state_dict, resolve_files, to_legacy_vit_names
 from gen3d.triposr.post_processor import TriplaneUpsampleNetwork
 from gen3d.triposr.tokenizer import Triplane1DTokenizer
@@ -180,7 +180,7 @@ class TripoSR(nn.Module):
         density = self.density_grid(scene_code, resolution, chunk)
         if torch.isnan(density).any():
             raise StageOutputError("TripoSR density grid contains NaN")
-        surface = marching_tetrahedra(density, threshold)
+        surface = marching_cubes(density, threshold)
         if surface.faces.shape[0] == 0:
             raise StageOutputError(
                 f"empty mesh: no density crosses {threshold} (range {float(density.min()):.3g}..{float(density.max()):.3g})"

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gen3d.triposr import TripoSR, TripoSRConfig
-from gen3d.triposr.isosurface import marching_tetrahedra
+from gen3d.triposr.isosurface import marching_cubes
 from gen3d.triposr.planted import plant_sphere
 
 pytestmark = [
@@ -17,8 +17,8 @@ def test_cuda_marching_equals_cpu() -> None:
     model = TripoSR.from_config(TripoSRConfig.tiny(), device="cuda")
     code = plant_sphere(model, steepness=6.0)
     density = model.density_grid(code, resolution=96)
-    on_gpu = marching_tetrahedra(density, 25.0)
-    on_cpu = marching_tetrahedra(density.cpu(), 25.0)
+    on_gpu = marching_cubes(density, 25.0)
+    on_cpu = marching_cubes(density.cpu(), 25.0)
     assert torch.equal(on_gpu.faces.cpu(), on_cpu.faces)
     torch.testing.assert_close(on_gpu.vertices.cpu(), on_cpu.vertices)
 
