@@ -245,10 +245,13 @@ class Ingress:
         if key is not None and not hmac.compare_digest(request.headers.get("x-api-key", ""), key):
             raise InputError("x-api-key", "missing or wrong API key", status=401)
 
-    async def _body(self, request: Request) -> bytes:
+    def _check_declared_length(self, request: Request) -> None:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._body_limit():
             raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+
+    async def _body(self, request: Request) -> bytes:
+        self._check_declared_length(request)
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
@@ -273,9 +276,7 @@ class Ingress:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
             raise InputError("content-type", f"expected a form, got {content_type or 'none'}", status=415)
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._body_limit():
-            raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+        self._check_declared_length(request)
         try:
             return await request.form(max_files=1, max_fields=8, max_part_size=self._body_limit())
         except StarletteHTTPException as exc:

@@ -12,6 +12,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+#: Config precision names of plain torch dtypes (fp8 is a quantisation on top of bf16, not a dtype).
+TORCH_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 def resolve_device(name: str) -> torch.device:
     """Turn a device string from a config into a usable ``torch.device``.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gen3d.config import ImageTo3DConfig
-from gen3d.devices import cap_memory_gib, resolve_device
+from gen3d.devices import TORCH_DTYPES, cap_memory_gib, resolve_device
 from gen3d.errors import InputError, StageOutputError
 from gen3d.results import Asset3D
 from gen3d.splat.from_mesh import gaussians_from_samples, sample_surface
@@ -22,9 +22,6 @@ from gen3d.triposr import TripoSR, TripoSRConfig
 from gen3d.triposr.planted import plant_sphere_in_weights
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
 
 class ImageTo3D:
     """TripoSR on one device: conditioning image -> ``Asset3D``.
@@ -43,9 +40,9 @@ class ImageTo3D:
     @classmethod
     def from_config(cls, cfg: ImageTo3DConfig) -> "ImageTo3D":
         """Load (``real``) or build (``tiny``/``random``, with the planted demo sphere) the model."""
-        if cfg.precision not in DTYPES:
-            raise ValueError(f"image_to_3d.precision: expected one of {sorted(DTYPES)}, got {cfg.precision!r}")
-        dtype = DTYPES[cfg.precision]
+        if cfg.precision not in TORCH_DTYPES:
+            raise ValueError(f"image_to_3d.precision: expected one of {sorted(TORCH_DTYPES)}, got {cfg.precision!r}")
+        dtype = TORCH_DTYPES[cfg.precision]
         device = resolve_device(cfg.device)
         cap_memory_gib(device, cfg.gpu_memory_gib)
         if cfg.mode == "real":

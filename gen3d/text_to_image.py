@@ -16,7 +16,7 @@ from diffusers import FluxPipeline
 
 from gen3d.api import check_prompt, check_seed, check_text_settings
 from gen3d.config import TextToImageConfig
-from gen3d.devices import cap_memory_gib, peak_memory_bytes, reset_peak_memory, resolve_device
+from gen3d.devices import TORCH_DTYPES, cap_memory_gib, peak_memory_bytes, reset_peak_memory, resolve_device
 from gen3d.errors import InputError, StageOutputError, WeightsUnavailableError
 from gen3d.flux_components import (
     build_components,
@@ -29,7 +29,7 @@ from gen3d.results import GeneratedImage
 logger = logging.getLogger(__name__)
 
 #: Storage dtype per precision; fp8 weights are quantized from bf16 and compute around bf16.
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp8": torch.bfloat16}
+DTYPES = {**TORCH_DTYPES, "fp8": torch.bfloat16}
 
 
 def check_precision_support(cfg: TextToImageConfig, device: torch.device) -> None:

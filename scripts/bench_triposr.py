@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
+from gen3d.devices import TORCH_DTYPES
 from gen3d.triposr import TripoSR, TripoSRConfig
 from gen3d.triposr.planted import plant_sphere
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 REFERENCE_CHUNK = 8192
 GIB = 2**30
 
@@ -67,7 +67,7 @@ def reference_mesh(model: TripoSR, code: torch.Tensor, resolution: int, threshol
 def bench_dtype(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Scene code, mesh and memory for one dtype, on a freshly built model."""
     torch.manual_seed(0)
-    model = TripoSR.from_config(TripoSRConfig.official(), dtype=DTYPES[name], device="cuda")
+    model = TripoSR.from_config(TripoSRConfig.official(), dtype=TORCH_DTYPES[name], device="cuda")
     weights_gib = torch.cuda.memory_allocated() / GIB
     images = torch.rand(1, 512, 512, 3, device="cuda")
     with torch.inference_mode():
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--threshold", type=float, default=25.0)
     parser.add_argument("--chunk", type=int, default=2**21)
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16", "fp16"], choices=sorted(DTYPES))
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16", "fp16"], choices=sorted(TORCH_DTYPES))
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_triposr needs a CUDA device")
