@@ -38,7 +38,7 @@ from gen3d.results import ExportedFile, Traced
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("text_to_image", "background", "image_to_3d", "export")
+WARM_UP_RETRY_S = 5.0
 STAGE_DEPLOYMENTS = {
     "TextToImageDeployment": "text_to_image",
     "BackgroundDeployment": "background",
@@ -174,11 +174,16 @@ class Ingress:
         Serve's handles and routers (seconds on a fresh graph)."""
         cfg = self.text_cfg
         job = Job("warm-up", None, 0, cfg.steps, cfg.width, cfg.height, "splat", "+y")
-        try:
-            await self._run_graph(job)
-            logger.info("graph warm-up finished")
-        except Exception as exc:  # the graph still serves; the first request just pays the set-up
-            logger.warning("graph warm-up failed: %s", type(exc).__name__)
+        # Stage replicas may still be loading or compiling (minutes for fp8 FLUX): retry until the
+        # job goes through, so /health turns ready only when every stage answers.
+        while True:
+            try:
+                await self._run_graph(job)
+                logger.info("graph warm-up finished")
+                return
+            except Exception as exc:
+                logger.warning("graph warm-up not through yet (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(WARM_UP_RETRY_S)
 
     # -- routes -----------------------------------------------------------------------------
 
