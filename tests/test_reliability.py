@@ -360,14 +360,17 @@ def locked(served: ServedGraph) -> Iterator[ServeAdmin]:
     def version_status() -> int:
         return httpx.get(f"{served.url}/version", timeout=10).status_code
 
+    def ready() -> bool:  # /health turns 200 once the ingress's warm-up job went through
+        return httpx.get(f"{served.url}/health", timeout=10).status_code == 200
+
     original = admin.deploy_config()
     admin.deploy(with_service(original, api_key=API_KEY, max_in_flight=1, request_timeout_s=REQUEST_TIMEOUT_S))
     try:
-        wait_for(lambda: admin.all_running() and version_status() == 401, REDEPLOY_TIMEOUT_S, "locked-down app")
+        wait_for(lambda: admin.all_running() and version_status() == 401 and ready(), REDEPLOY_TIMEOUT_S, "locked-down app")
         yield admin
     finally:
         admin.deploy(original)
-        wait_for(lambda: admin.all_running() and version_status() == 200, REDEPLOY_TIMEOUT_S, "original app")
+        wait_for(lambda: admin.all_running() and version_status() == 200 and ready(), REDEPLOY_TIMEOUT_S, "original app")
 
 
 KEYED_ROUTES = [
