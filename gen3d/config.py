@@ -16,6 +16,10 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 Mode = Literal["real", "tiny", "random"]
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
 UpAxis = Literal["+y", "-y"]
+#: Gaussians per splat: mesh/splat renders agree at IoU >= 0.97 from here on (BENCHMARKS.md),
+#: at ~1.8 MB; the validators reject fewer than MIN_SPLAT_COUNT.
+DEFAULT_SPLAT_COUNT = 32768
+MIN_SPLAT_COUNT = 7000
 #: Output file formats: three mesh formats and the Gaussian-splat PLY.
 OutputFormat = Literal["glb", "obj", "ply", "splat"]
 
@@ -150,7 +154,7 @@ class ImageTo3DConfig(StageConfig):
     mc_resolution: int = Field(default=256, ge=8, le=512)
     mc_threshold: float = 25.0
     query_chunk: int = 2**21
-    splat_count: int = Field(default=32768, ge=7000)
+    splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
 
 
 class ExportConfig(StageConfig):
@@ -163,7 +167,7 @@ class ExportConfig(StageConfig):
 
     device: str = "cpu"
     max_faces: int | None = Field(default=None, ge=4)
-    splat_count: int = Field(default=32768, ge=7000)
+    splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
 
 
 class Preset(BaseModel):

@@ -13,14 +13,13 @@ import time
 import numpy as np
 import trimesh
 
-from gen3d.config import ExportConfig, OutputFormat, UpAxis
+from gen3d.config import MIN_SPLAT_COUNT, ExportConfig, OutputFormat, UpAxis
 from gen3d.errors import InputError, StageOutputError
 from gen3d.orientation import check_up, orient_gaussians, orient_mesh
 from gen3d.results import ExportedFile, Gaussians, MeshAsset
 from gen3d.splat.from_mesh import mesh_to_gaussians
 from gen3d.splat.normalise import normalise_gaussians
 from gen3d.splat.ply import write_splat_ply
-from gen3d.splat.validate import MIN_GAUSSIANS
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +140,6 @@ class Exporter:
             check_mesh(asset)
             asset = mesh_to_gaussians(asset, self.cfg.splat_count)
         check_gaussians(asset)
-        if len(asset) < MIN_GAUSSIANS:
-            logger.warning("splat has %d gaussians; validators reject fewer than %d", len(asset), MIN_GAUSSIANS)
+        if len(asset) < MIN_SPLAT_COUNT:
+            logger.warning("splat has %d gaussians; validators reject fewer than %d", len(asset), MIN_SPLAT_COUNT)
         return write_splat_ply(normalise_gaussians(orient_gaussians(asset, up)))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from gen3d.config import ExportConfig
+from gen3d.config import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT, ExportConfig
 from gen3d.export import Exporter
 from gen3d.orientation import FLIP_ABOUT_X, Y_UP_FROM_MODEL, rotate_points
 from gen3d.results import MeshAsset
@@ -33,7 +33,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("in_mesh", type=Path)
     parser.add_argument("out_ply", type=Path)
     parser.add_argument("--up", choices=["+y", "-y"], default="+y", help="up-axis convention of the splat")
-    parser.add_argument("--count", type=int, default=32768, help="gaussians to sample (>= 7000 for validators)")
+    parser.add_argument("--count", type=int, default=DEFAULT_SPLAT_COUNT, help=f"gaussians to sample (>= {MIN_SPLAT_COUNT} for validators)")
     parser.add_argument("--input-up", choices=sorted(TO_MODEL), default="y",
                         help="up axis of a non-glTF input (glTF is always y)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
@@ -65,9 +65,9 @@ def load_model_frame(path: Path, input_up: str) -> MeshAsset:
 def main() -> None:
     args = parse_args()
     mesh = load_model_frame(args.in_mesh, args.input_up)
-    exporter = Exporter.from_config(ExportConfig(splat_count=max(args.count, 7000)))
-    if args.count < 7000:
-        print(f"--count {args.count} raised to 7000 (validators reject fewer gaussians)")
+    exporter = Exporter.from_config(ExportConfig(splat_count=max(args.count, MIN_SPLAT_COUNT)))
+    if args.count < MIN_SPLAT_COUNT:
+        print(f"--count {args.count} raised to {MIN_SPLAT_COUNT} (validators reject fewer gaussians)")
     exported = exporter.export(mesh, "splat", up=args.up)
     args.out_ply.write_bytes(exported.data)
     print(f"wrote {args.out_ply} ({len(exported.data) / 1e6:.2f} MB, {exported.seconds:.2f} s)")

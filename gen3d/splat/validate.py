@@ -21,11 +21,11 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
+from gen3d.config import MIN_SPLAT_COUNT
 from gen3d.errors import InputError
 from gen3d.results import Gaussians
 from gen3d.splat.ply import read_splat_ply
 
-MIN_GAUSSIANS = 7000
 TRANSPARENT_OPACITY = 1e-3
 MAX_TRANSPARENT_SHARE = 0.8
 _FLOATER_NEIGHBOURS = 8
@@ -83,8 +83,8 @@ class SplatReport:
 
 def _validator_failures(g: Gaussians) -> list[RuleFailure]:
     failures = []
-    if len(g) < MIN_GAUSSIANS:
-        failures.append(RuleFailure("too_few", "validator", f"{len(g)} gaussians, need at least {MIN_GAUSSIANS}"))
+    if len(g) < MIN_SPLAT_COUNT:
+        failures.append(RuleFailure("too_few", "validator", f"{len(g)} gaussians, need at least {MIN_SPLAT_COUNT}"))
     with np.errstate(over="ignore"):
         alpha = 1.0 / (1.0 + np.exp(-g.opacity.astype(np.float64)))
     share = float(np.mean(alpha < TRANSPARENT_OPACITY)) if len(g) else 0.0
