@@ -66,7 +66,7 @@ def cap_memory(device: torch.device, fraction: float | None) -> None:
 def cap_memory_gib(device: torch.device, gib: float | None) -> None:
     """Limit this process to ``gib`` GiB of the GPU, whatever the card's size (no-op for CPU or None).
 
-    The same budget (say 17 GiB of a 24 GB card) can thus be proven on a bigger card.
+    The same budget (say 18 GiB of a 24 GB card) can thus be proven on a bigger card.
 
     Raises:
         ValueError: ``gib`` is more than the card has.

@@ -16,6 +16,7 @@ from diffusers import FluxPipeline
 
 from gen3d.api import check_prompt, check_seed, check_text_settings
 from gen3d.config import TextToImageConfig
+from gen3d.cuda_graphs import graph_method_, ungraph_method_
 from gen3d.devices import TORCH_DTYPES, cap_memory_gib, peak_memory_bytes, reset_peak_memory, resolve_device
 from gen3d.errors import InputError, StageOutputError, WeightsUnavailableError
 from gen3d.flux_components import (
@@ -32,10 +33,48 @@ logger = logging.getLogger(__name__)
 DTYPES = {**TORCH_DTYPES, "fp8": torch.bfloat16}
 
 
+#: The calls replayed as CUDA graphs: T5, each transformer step and the VAE decode. CLIP stays
+#: eager: it is about a millisecond, and transformers' mask helpers may synchronise the host.
+GRAPHED_CALLS: tuple[tuple[str, str], ...] = (("text_encoder_2", "forward"), ("transformer", "forward"), ("vae", "decode"))
+
+
 def check_precision_support(cfg: TextToImageConfig, device: torch.device) -> None:
-    """Fail at startup if an fp8 setting cannot run on ``device`` (never fall back silently)."""
+    """Fail at startup if an fp8 or CUDA-graph setting cannot run on ``device`` (never fall back silently)."""
     if "fp8" in (cfg.precision, cfg.text_encoder_precision):
         check_float8_support(device)
+    if cfg.cuda_graphs and device.type != "cuda":
+        raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device, got device {device}; set cuda_graphs: false")
+
+
+def compile_pipeline_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
+    """torch.compile the transformer's repeated blocks and T5 (and the VAE decoder if configured).
+
+    Graphs are static per image size and are compiled by ``TextToImage.warmup``.
+    """
+    # Single blocks take two graphs per size (their first input is a strided view), so lift
+    # dynamo's limit to fit every allowed (width, height) pair instead of silently falling back to eager.
+    shapes = len(cfg.allowed_sizes) ** 2
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
+    pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
+    # T5 always sees max_sequence_length tokens; eager fp8 T5 is 4x slower than compiled. Its
+    # forward is compiled rather than the module so that a CUDA graph can wrap the compiled call.
+    encoder = pipe.text_encoder_2
+    encoder.forward = torch.compile(encoder.forward, dynamic=False)
+    if cfg.compile_vae:
+        pipe.vae.decoder.compile(dynamic=False)
+
+
+def graph_pipeline_(pipe: FluxPipeline) -> None:
+    """Replay T5, the transformer and the VAE decode as CUDA graphs sharing one memory pool."""
+    pool = torch.cuda.graph_pool_handle()
+    for component, method in GRAPHED_CALLS:
+        graph_method_(getattr(pipe, component), method, f"{component}.{method}", pool)
+
+
+def ungraph_pipeline_(pipe: FluxPipeline) -> None:
+    """Undo :func:`graph_pipeline_` (benchmarks compare graphed and plain calls on the same models)."""
+    for component, method in GRAPHED_CALLS:
+        ungraph_method_(getattr(pipe, component), method)
 
 
 def check_attention_backend(name: str | None) -> None:
@@ -177,7 +216,7 @@ class TextToImage:
 
     Args:
         pipe: a FluxPipeline already on ``device`` and in the config's precision (fp8 applied).
-        cfg: the stage config; compile and attention backend are applied here.
+        cfg: the stage config; attention backend, compile and CUDA graphs are applied here.
         device: the pipeline's device.
     """
 
@@ -191,16 +230,9 @@ class TextToImage:
             check_attention_backend(cfg.attention_backend)
             pipe.transformer.set_attention_backend(cfg.attention_backend.lower())
         if cfg.compile:
-            # Static graphs per image size, compiled up front by warmup(). Single blocks take two
-            # graphs per size (their first input is a strided view), so lift dynamo's limit to fit
-            # every allowed (width, height) pair instead of silently falling back to eager.
-            shapes = len(cfg.allowed_sizes) ** 2
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
-            pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
-            # T5 always sees max_sequence_length tokens; eager fp8 T5 is 4x slower than compiled.
-            pipe.text_encoder_2.compile(dynamic=False)
-        if cfg.compile_vae:
-            pipe.vae.decoder.compile(dynamic=False)
+            compile_pipeline_(pipe, cfg)
+        if cfg.cuda_graphs:
+            graph_pipeline_(pipe)
 
     @classmethod
     def from_config(cls, cfg: TextToImageConfig) -> "TextToImage":
@@ -279,7 +311,7 @@ class TextToImage:
         return GeneratedImage(image=image, seconds=seconds)
 
     def warmup(self) -> None:
-        """Run every allowed (width, height, steps) once so no request pays compile or lazy-init cost."""
+        """Run every allowed (width, height, steps) once so no request pays compile, capture or lazy-init cost."""
         for width in self.cfg.allowed_sizes:
             for height in self.cfg.allowed_sizes:
                 for steps in self.cfg.allowed_steps:

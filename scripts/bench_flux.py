@@ -3,14 +3,21 @@
 One process, one set of full-size FLUX.1-schnell models (random bf16 weights on the GPU), shared by
 every row. Rows run in this order because quantisation rewrites the shared models in place:
 
-    default      diffusers FluxPipeline as documented: bf16, eager, default attention
-    bf16         ours (TextToImage): bf16, eager
-    fp8          ours: transformer (and T5, see --text-encoder-precision) float8 via torchao
-    fp8-compile  ours: fp8 + torch.compile of the transformer's repeated blocks and of T5
+    default             diffusers FluxPipeline as documented: bf16, eager, default attention
+    bf16                ours (TextToImage): bf16, eager
+    bf16-graphs         ours: bf16, T5 / transformer steps / VAE decode replayed as CUDA graphs
+    fp8                 ours: transformer (and T5, see --text-encoder-precision) float8 via torchao
+    fp8-graphs          ours: fp8 + CUDA graphs
+    fp8-compile         ours: fp8 + torch.compile of the transformer's repeated blocks and of T5
+    fp8-compile-graphs  ours: fp8 + compile + CUDA graphs (the production preset)
+
+A "-graphs" row reuses the models (and compiled code) of the row before it and wraps them in CUDA
+graphs through the stage's own ``graph_pipeline_``; they are unwrapped again before the next setting.
 
 Each row is prompt -> uint8 image wall time (text encoders, denoising and VAE decode included,
 CUDA synchronised), the median over --repeats runs after --warmup runs, and the peak allocated
-memory over the timed runs. Results go to --out as bench_flux.json and bench_flux.md after every
+memory over the timed runs. Then --phase-runs more runs split the time into the prompt encoding
+(CLIP + T5) and the VAE decode, each synchronised; the rest is denoising and pipeline overhead. Results go to --out as bench_flux.json and bench_flux.md after every
 row; a rerun skips rows already measured (resume), unless --fresh.
 
 Timing notes: the first fp8-compile row of each size compiles for minutes (torchao's recommended
@@ -29,12 +36,13 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-VARIANTS = ("default", "bf16", "fp8", "fp8-compile")
+VARIANTS = ("default", "bf16", "bf16-graphs", "fp8", "fp8-graphs", "fp8-compile", "fp8-compile-graphs")
 PROMPT = "a small wooden toy robot standing on a white table, studio lighting, high detail"
 
 
@@ -45,6 +53,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per row before timing")
+    parser.add_argument("--phase-runs", type=int, default=3, help="extra synchronised runs for the phase split")
     parser.add_argument("--max-sequence-length", type=int, default=256, help="T5 tokens (schnell's limit: 256)")
     parser.add_argument("--text-encoder-precision", choices=("bf16", "fp8"), default="fp8",
                         help="T5 precision in the fp8 rows")
@@ -117,18 +126,20 @@ def write_results(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -
         f"median of {meta['repeats']} after {meta['warmup']} warm-up runs. fp8 rows: T5 in "
         f"{meta['fp8_text_encoder_precision']}. Memory cap: {meta['memory_cap']}.",
         "",
-        "| variant | size | steps | median s | min s | speed-up vs default | peak alloc GiB | peak reserved GiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | size | steps | median s | min s | speed-up vs default | encode s | decode s | "
+        "peak alloc GiB | peak reserved GiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['variant']} | {r['size']} | {r['steps']} | error: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['variant']} | {r['size']} | {r['steps']} | error: {r['error'][:80]} | | | | | | |")
             continue
         base = baseline.get((r["size"], r["steps"]))
         speedup = f"{base / r['median_s']:.2f}x" if base else "-"
+        phases = " | ".join(f"{r[key]:.3f}" if key in r else "-" for key in ("encode_s", "decode_s"))
         lines.append(
             f"| {r['variant']} | {r['size']} | {r['steps']} | {r['median_s']:.3f} | {r['min_s']:.3f} | {speedup} | "
-            f"{r['peak_allocated_gib']:.2f} | {r['peak_reserved_gib']:.2f} |"
+            f"{phases} | {r['peak_allocated_gib']:.2f} | {r['peak_reserved_gib']:.2f} |"
         )
     (out / "bench_flux.md").write_text("\n".join(lines) + "\n")
 
@@ -139,13 +150,10 @@ def measure(run: Callable[[], None], device: torch.device, warmup: int, repeats:
         run()
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
-    times = []
+    times: list[float] = []
+    timed = synchronised_timer(run, device, times)
     for _ in range(repeats):
-        torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        timed()
     return {
         "median_s": statistics.median(times),
         "min_s": min(times),
@@ -155,9 +163,15 @@ def measure(run: Callable[[], None], device: torch.device, warmup: int, repeats:
     }
 
 
-def default_runner(
-    components: dict[str, Any], device: torch.device, args: argparse.Namespace
-) -> Callable[[int, int], None]:
+@dataclass(frozen=True)
+class Runner:
+    """One pipeline and how to generate with it at a given (size, steps)."""
+
+    pipe: Any
+    generate: Callable[[int, int], None]
+
+
+def default_runner(components: dict[str, Any], device: torch.device, args: argparse.Namespace) -> Runner:
     """diffusers' FluxPipeline used as its docs show for schnell (guidance 0, PIL output)."""
     from diffusers import FluxPipeline
 
@@ -169,23 +183,26 @@ def default_runner(
         pipe(prompt=PROMPT, num_inference_steps=steps, height=size, width=size, guidance_scale=0.0,
              max_sequence_length=args.max_sequence_length, generator=generator)
 
-    return run
+    return Runner(pipe, run)
 
 
-def our_runner(
-    variant: str, components: dict[str, Any], device: torch.device, args: argparse.Namespace
-) -> Callable[[int, int], None]:
+def setting(variant: str) -> tuple[bool, bool]:
+    """(fp8, compile) of a variant; its "-graphs" twin shares them."""
+    return variant.startswith("fp8"), "compile" in variant
+
+
+def our_runner(variant: str, components: dict[str, Any], device: torch.device, args: argparse.Namespace) -> Runner:
     """Our TextToImage stage over the shared models, quantised in place for the fp8 variants."""
     from diffusers import FluxPipeline
 
     from gen3d.config import TextToImageConfig
     from gen3d.text_to_image import TextToImage, check_precision_support, quantize_pipeline_
 
-    fp8 = variant.startswith("fp8")
+    fp8, compiled = setting(variant)
     cfg = TextToImageConfig(
         mode="random", device=str(device), precision="fp8" if fp8 else "bf16",
         text_encoder_precision=args.text_encoder_precision if fp8 else "bf16",
-        compile=variant.endswith("compile"), attention_backend=args.attention_backend,
+        compile=compiled, attention_backend=args.attention_backend,
         width=args.sizes[0], height=args.sizes[0], steps=args.steps[0], allowed_sizes=args.sizes,
         allowed_steps=args.steps, max_sequence_length=args.max_sequence_length,
     )
@@ -197,7 +214,54 @@ def our_runner(
     def run(size: int, steps: int) -> None:
         stage.generate(PROMPT, seed=0, steps=steps, width=size, height=size)
 
-    return run
+    return Runner(pipe, run)
+
+
+def synchronised_timer(fn: Callable[..., Any], device: torch.device, into: list[float]) -> Callable[..., Any]:
+    """``fn`` timed from a synchronised start to a synchronised end, appending seconds to ``into``."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize(device)
+        into.append(time.perf_counter() - start)
+        return result
+
+    return timed
+
+
+def measure_phases(runner: Runner, run: Callable[[], None], device: torch.device, runs: int) -> dict[str, Any]:
+    """Median seconds of the prompt encoding and the VAE decode, and of the rest of the call."""
+    encode: list[float] = []
+    decode: list[float] = []
+    total: list[float] = []
+    pipe, vae = runner.pipe, runner.pipe.vae
+    decode_before = vae.__dict__.get("decode")
+    pipe.encode_prompt = synchronised_timer(pipe.encode_prompt, device, encode)
+    vae.decode = synchronised_timer(vae.decode, device, decode)
+    try:
+        for _ in range(runs):
+            synchronised_timer(run, device, total)()
+    finally:
+        del pipe.encode_prompt
+        if decode_before is None:
+            del vae.decode
+        else:
+            vae.decode = decode_before
+    phases = {"encode_s": statistics.median(encode), "decode_s": statistics.median(decode)}
+    phases["denoise_and_rest_s"] = statistics.median(total) - phases["encode_s"] - phases["decode_s"]
+    return phases
+
+
+def measure_row(runner: Runner, size: int, steps: int, device: torch.device, args: argparse.Namespace) -> dict[str, Any]:
+    def run() -> None:
+        runner.generate(size, steps)
+
+    row = measure(run, device, args.warmup, args.repeats)
+    if args.phase_runs > 0:
+        row.update(measure_phases(runner, run, device, args.phase_runs))
+    return row
 
 
 def apply_memory_cap(device: torch.device, args: argparse.Namespace) -> None:
@@ -209,6 +273,29 @@ def apply_memory_cap(device: torch.device, args: argparse.Namespace) -> None:
         cap_memory_gib(device, args.memory_gib)
     elif args.memory_fraction is not None:
         cap_memory(device, args.memory_fraction)
+
+
+def runner_for(
+    variant: str, previous: tuple[str, Runner] | None, components: dict[str, Any], device: torch.device,
+    args: argparse.Namespace,
+) -> Runner:
+    """The runner of ``variant``: a "-graphs" variant wraps its setting's runner in CUDA graphs."""
+    from gen3d.text_to_image import graph_pipeline_, ungraph_pipeline_
+
+    base = variant.removesuffix("-graphs")
+    runner = None
+    if previous is not None:
+        previous_variant, previous_runner = previous
+        ungraph_pipeline_(previous_runner.pipe)
+        torch.cuda.empty_cache()
+        if previous_variant.removesuffix("-graphs") == base:
+            runner = previous_runner
+    if runner is None:
+        # Quantisation is idempotent, so a row works when the rows before it were skipped.
+        runner = default_runner(components, device, args) if base == "default" else our_runner(base, components, device, args)
+    if variant.endswith("-graphs"):
+        graph_pipeline_(runner.pipe)
+    return runner
 
 
 def main() -> None:
@@ -233,34 +320,33 @@ def main() -> None:
     print(f"built full-size random FLUX.1-schnell in {time.perf_counter() - start:.1f} s, "
           f"{torch.cuda.memory_allocated(device) / 2**30:.1f} GiB allocated", flush=True)
 
+    previous: tuple[str, Runner] | None = None
     for variant in args.variants:
         todo = [(size, steps) for size in args.sizes for steps in args.steps if (variant, size, steps) not in done]
         if not todo:
             print(f"{variant}: all rows already in {out}, skipped")
             continue
-        if variant == "default":
-            runner = default_runner(components, device, args)
-        else:
-            # Quantisation is idempotent, so fp8-compile also works when the fp8 rows were skipped.
-            runner = our_runner(variant, components, device, args)
-        if variant.startswith("fp8"):
+        runner = runner_for(variant, previous, components, device, args)
+        previous = (variant, runner)
+        if setting(variant)[0]:
             apply_memory_cap(device, args)
         for size, steps in todo:
             row: dict[str, Any] = {"variant": variant, "size": size, "steps": steps}
             try:
-                row.update(measure(lambda: runner(size, steps), device, args.warmup, args.repeats))
-                print(f"{variant:12s} {size:5d}px {steps} steps: median {row['median_s']:.3f} s, "
-                      f"peak {row['peak_allocated_gib']:.2f} GiB", flush=True)
-            # A failed row (OOM under the cap, a compile error) is recorded and the next row still runs.
+                row.update(measure_row(runner, size, steps, device, args))
+                print(f"{variant:18s} {size:5d}px {steps} steps: median {row['median_s']:.3f} s, "
+                      f"peak {row['peak_allocated_gib']:.2f} GiB, encode {row.get('encode_s', 0):.3f} s, "
+                      f"decode {row.get('decode_s', 0):.3f} s", flush=True)
+            # A failed row (OOM under the cap, a compile or capture error) is recorded and the next row still runs.
             except Exception as err:  # noqa: BLE001
                 traceback.print_exc()
                 row["error"] = f"{type(err).__name__}: {err}"
-                print(f"{variant:12s} {size:5d}px {steps} steps: FAILED {row['error'][:200]}", flush=True)
+                print(f"{variant:18s} {size:5d}px {steps} steps: FAILED {row['error'][:200]}", flush=True)
                 torch.cuda.empty_cache()
             rows = [r for r in rows if row_key(r) != row_key(row)] + [row]
             write_results(out, meta, rows)
     write_results(out, meta, rows)
-    print(f"results: {out / 'bench_flux.json'}, {out / 'bench_flux.md'}")
+    print((out / "bench_flux.md").read_text())
 
 
 if __name__ == "__main__":
