@@ -45,7 +45,7 @@ def _argument_key(name: str, value: Any) -> Hashable:
         return (name, "tensor", tuple(value.shape), value.dtype, value.device)
     if isinstance(value, dict):  # diffusers passes attention kwargs as a (usually empty) dict
         return (name, tuple(_argument_key(f"{name}.{key}", value[key]) for key in sorted(value)))
-    if isinstance(value, (list, set)) or not isinstance(value, Hashable):
+    if not isinstance(value, Hashable):
         raise TypeError(f"cuda_graphs: argument {name!r} of type {type(value).__name__} cannot key a CUDA graph")
     return (name, value)
 

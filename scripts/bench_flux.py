@@ -17,8 +17,9 @@ graphs through the stage's own ``graph_pipeline_``; they are unwrapped again bef
 Each row is prompt -> uint8 image wall time (text encoders, denoising and VAE decode included,
 CUDA synchronised), the median over --repeats runs after --warmup runs, and the peak allocated
 memory over the timed runs. Then --phase-runs more runs split the time into the prompt encoding
-(CLIP + T5) and the VAE decode, each synchronised; the rest is denoising and pipeline overhead. Results go to --out as bench_flux.json and bench_flux.md after every
-row; a rerun skips rows already measured (resume), unless --fresh.
+(CLIP + T5) and the VAE decode, each synchronised; the rest is denoising and pipeline overhead.
+Results go to --out as bench_flux.json and bench_flux.md after every row; a rerun skips rows
+already measured (resume), unless --fresh.
 
 Timing notes: the first fp8-compile row of each size compiles for minutes (torchao's recommended
 inductor settings tune kernels); at 512 px the eager rows are CPU-launch bound and noisy.
@@ -283,16 +284,16 @@ def runner_for(
     from gen3d.text_to_image import graph_pipeline_, ungraph_pipeline_
 
     base = variant.removesuffix("-graphs")
-    runner = None
     if previous is not None:
-        previous_variant, previous_runner = previous
-        ungraph_pipeline_(previous_runner.pipe)
+        ungraph_pipeline_(previous[1].pipe)
         torch.cuda.empty_cache()
-        if previous_variant.removesuffix("-graphs") == base:
-            runner = previous_runner
-    if runner is None:
+    if previous is not None and previous[0].removesuffix("-graphs") == base:
+        runner = previous[1]
+    elif base == "default":
+        runner = default_runner(components, device, args)
+    else:
         # Quantisation is idempotent, so a row works when the rows before it were skipped.
-        runner = default_runner(components, device, args) if base == "default" else our_runner(base, components, device, args)
+        runner = our_runner(base, components, device, args)
     if variant.endswith("-graphs"):
         graph_pipeline_(runner.pipe)
     return runner

@@ -32,11 +32,7 @@ def test_graph_method_installs_and_ungraph_restores() -> None:
     assert layer.forward == forward
 
 
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-
-
 @pytest.mark.gpu
-@gpu
 def test_replay_computes_on_new_inputs_and_returns_fresh_tensors() -> None:
     torch.manual_seed(0)
     layer = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.GELU(), torch.nn.Linear(128, 8)).cuda()

@@ -212,7 +212,6 @@ def gpu_released() -> Iterator[None]:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.usefixtures("gpu_released")
 def test_full_size_random_fp8_pipeline_fits_its_budget_on_gpu() -> None:
     """One full-size build per test session: 17B random parameters fill most of a card.
@@ -240,7 +239,6 @@ def test_full_size_random_fp8_pipeline_fits_its_budget_on_gpu() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graphs_give_the_eager_image_on_gpu() -> None:
     gpu = dict(device="cuda", precision="bf16", text_encoder_precision="bf16")
     eager = TextToImage.from_config(tiny_config(**gpu))

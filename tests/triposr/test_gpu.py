@@ -7,10 +7,7 @@ from gen3d.triposr import TripoSR, TripoSRConfig
 from gen3d.triposr.isosurface import marching_cubes
 from gen3d.triposr.planted import plant_sphere
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
-]
+pytestmark = pytest.mark.gpu
 
 
 def test_cuda_marching_equals_cpu() -> None:
