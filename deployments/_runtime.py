@@ -23,6 +23,26 @@ LATENCY_BOUNDARIES_S = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5
 # Exceptions that say the request was bad or the result unusable; the replica itself is fine.
 REQUEST_ERRORS = (InputError, StageOutputError)
 
+
+#: Top-level loggers of our own code; in a replica, Serve configures only ``ray.serve``.
+OWN_LOGGERS = ("gen3d", "deployments")
+
+
+def route_logs_to_serve() -> None:
+    """Send our loggers' records through the replica's Serve handlers (its log file and stderr).
+
+    Without this, every record below WARNING from ``gen3d`` and ``deployments`` is dropped in a
+    replica, which hid minutes of start-up progress (load, compile, capture) from the dashboard.
+    The Serve logger's level (``logging_config.log_level``) applies to ours too.
+    """
+    serve_logger = logging.getLogger("ray.serve")
+    for name in OWN_LOGGERS:
+        own = logging.getLogger(name)
+        own.handlers = list(serve_logger.handlers)
+        own.setLevel(serve_logger.level)
+        own.propagate = False
+
+
 class StageRuntime:
     """Runs a stage's blocking calls off the event loop and records their metrics.
 

@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments._runtime import StageRuntime
+from deployments._runtime import StageRuntime, route_logs_to_serve
 from gen3d.background import BackgroundRemoval
 from gen3d.config import BackgroundConfig
 from gen3d.results import GeneratedImage, Traced
@@ -20,6 +20,7 @@ class BackgroundDeployment:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
+        route_logs_to_serve()
         cfg = BackgroundConfig.model_validate(config)
         self.model = BackgroundRemoval.from_config(cfg)
         self.model.warmup()

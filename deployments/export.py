@@ -5,7 +5,7 @@ from typing import Any
 import torch
 from ray import serve
 
-from deployments._runtime import StageRuntime
+from deployments._runtime import StageRuntime, route_logs_to_serve
 from gen3d.config import ExportConfig, OutputFormat, UpAxis
 from gen3d.export import Exporter
 from gen3d.results import Traced
@@ -20,6 +20,7 @@ class ExportDeployment:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
+        route_logs_to_serve()
         self.model = Exporter.from_config(ExportConfig.model_validate(config))
         self.runtime = StageRuntime("export", torch.device("cpu"))
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments._runtime import StageRuntime
+from deployments._runtime import StageRuntime, route_logs_to_serve
 from gen3d.config import ImageTo3DConfig
 from gen3d.image_to_3d import ImageTo3D
 from gen3d.results import Traced
@@ -19,6 +19,7 @@ class ImageTo3DDeployment:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
+        route_logs_to_serve()
         cfg = ImageTo3DConfig.model_validate(config)
         self.model = ImageTo3D.from_config(cfg)
         self.model.warmup()

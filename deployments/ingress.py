@@ -21,6 +21,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments._runtime import route_logs_to_serve
 from gen3d import __version__
 from gen3d.api import (
     GenerateRequest,
@@ -160,6 +161,7 @@ class Ingress:
         text_to_image_config: dict[str, Any],
         service: dict[str, Any],
     ) -> None:
+        route_logs_to_serve()
         self.text_to_image = text_to_image
         self.background = background
         self.image_to_3d = image_to_3d
@@ -182,7 +184,7 @@ class Ingress:
                 logger.info("graph warm-up finished")
                 return
             except Exception as exc:
-                logger.warning("graph warm-up not through yet (%s); retrying", type(exc).__name__)
+                logger.info("graph warm-up not through yet (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(WARM_UP_RETRY_S)
 
     # -- routes -----------------------------------------------------------------------------

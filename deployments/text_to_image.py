@@ -4,7 +4,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments._runtime import StageRuntime
+from deployments._runtime import StageRuntime, route_logs_to_serve
 from gen3d.config import TextToImageConfig
 from gen3d.results import Traced
 from gen3d.text_to_image import TextToImage
@@ -19,6 +19,7 @@ class TextToImageDeployment:
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
+        route_logs_to_serve()
         cfg = TextToImageConfig.model_validate(config)
         self.model = TextToImage.from_config(cfg)
         self.model.warmup()

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import struct
 import time
@@ -212,6 +213,21 @@ def test_logs_do_not_contain_payloads(served: ServedGraph) -> None:
     for path, text in log_texts(served).items():
         assert marker not in text, f"prompt text logged in {path}"
         assert image[2000:2048] not in text, f"base64 image logged in {path}"
+
+
+def replica_log(served: ServedGraph, deployment: str) -> str:
+    """Everything the replica log files of one deployment hold."""
+    marker = f"replica_gen3d_{deployment}_"
+    return "".join(text for path, text in log_texts(served).items() if marker in path)
+
+
+def test_start_up_progress_reaches_the_replica_logs(served: ServedGraph) -> None:
+    # INFO records of our own loggers, emitted in replica constructors (gen3d) and by the ingress
+    # (deployments), must land where the dashboard shows them, in Serve's format.
+    text_log = replica_log(served, "TextToImageDeployment")
+    assert re.search(r"INFO .*text_to_image: tiny pipeline ready on cpu", text_log), text_log[-2000:]
+    assert "text_to_image warm-up 64x64" in text_log
+    assert "graph warm-up finished" in replica_log(served, "Ingress")
 
 
 def test_http_and_dashboard_listen_on_loopback_only(served: ServedGraph) -> None:
