@@ -53,8 +53,12 @@ class TextToImageConfig(StageConfig):
         text_encoder_precision: dtype of CLIP and T5; ``fp8`` quantizes T5 only. Must share
             ``precision``'s base dtype because the pipeline feeds the text embeddings to the
             transformer unconverted.
-        compile: torch.compile the transformer's repeated blocks and the T5 encoder (static
-            shapes; ``warmup()`` compiles every allowed size, minutes per size on an H100).
+        compile: torch.compile the transformer's repeated blocks, and T5 unless
+            ``compile_text_encoder`` is false. Shapes are static: ``warmup()`` compiles every
+            allowed size, minutes per size on an H100.
+        compile_text_encoder: with ``compile``, also compile T5 (whole). False skips T5's
+            compile (174-260 s of start-up on an H100) for about 10 ms more per request (fp8 T5
+            eager inside its CUDA graph); see BENCHMARKS.md.
         compile_vae: torch.compile the VAE decoder too.
         cuda_graphs: replay T5, each transformer step and the VAE decode as CUDA graphs, one per
             allowed size (CUDA only; captured by ``warmup()``). Removes the CPU launch overhead
@@ -69,6 +73,7 @@ class TextToImageConfig(StageConfig):
     precision: Precision = "bf16"
     text_encoder_precision: Precision = "bf16"
     compile: bool = False
+    compile_text_encoder: bool = True
     compile_vae: bool = False
     cuda_graphs: bool = False
     attention_backend: str | None = None

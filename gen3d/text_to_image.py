@@ -47,7 +47,7 @@ def check_precision_support(cfg: TextToImageConfig, device: torch.device) -> Non
 
 
 def compile_pipeline_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
-    """torch.compile the transformer's repeated blocks and T5 (and the VAE decoder if configured).
+    """torch.compile the transformer's repeated blocks, and T5 and the VAE decoder as configured.
 
     Graphs are static per image size and are compiled by ``TextToImage.warmup``.
     """
@@ -56,10 +56,11 @@ def compile_pipeline_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
     shapes = len(cfg.allowed_sizes) ** 2
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
     pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
-    # T5 always sees max_sequence_length tokens; eager fp8 T5 is 4x slower than compiled. Its
-    # forward is compiled rather than the module so that a CUDA graph can wrap the compiled call.
-    encoder = pipe.text_encoder_2
-    encoder.forward = torch.compile(encoder.forward, dynamic=False)
+    if cfg.compile_text_encoder:
+        # T5 always sees max_sequence_length tokens; eager fp8 T5 is 4x slower than compiled. Its
+        # forward is compiled rather than the module so that a CUDA graph can wrap the compiled call.
+        encoder = pipe.text_encoder_2
+        encoder.forward = torch.compile(encoder.forward, dynamic=False)
     if cfg.compile_vae:
         pipe.vae.decoder.compile(dynamic=False)
 

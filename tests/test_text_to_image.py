@@ -123,6 +123,13 @@ def test_compile_switch_compiles_blocks_and_keeps_output(stage: TextToImage) -> 
     np.testing.assert_allclose(compiled.generate(PROMPT, seed=4).image, expected, atol=2)
 
 
+def test_text_encoder_can_stay_eager_under_compile() -> None:
+    stage = TextToImage.from_config(tiny_config(compile=True, compile_text_encoder=False))
+    blocks = [*stage.pipe.transformer.transformer_blocks, *stage.pipe.transformer.single_transformer_blocks]
+    assert all(block._compiled_call_impl is not None for block in blocks)
+    assert not hasattr(stage.pipe.text_encoder_2.forward, "_torchdynamo_orig_callable")
+
+
 def test_cuda_graphs_on_cpu_fail_at_startup() -> None:
     with pytest.raises(ValueError, match="cuda_graphs: CUDA graphs need a CUDA device, got device cpu"):
         TextToImage.from_config(tiny_config(cuda_graphs=True))
