@@ -219,13 +219,20 @@ def our_runner(variant: str, components: dict[str, Any], device: torch.device, a
 
 
 def synchronised_timer(fn: Callable[..., Any], device: torch.device, into: list[float]) -> Callable[..., Any]:
-    """``fn`` timed from a synchronised start to a synchronised end, appending seconds to ``into``."""
+    """``fn`` timed from a synchronised start to a synchronised end, appending seconds to ``into``.
+
+    On a CPU device there is no queued work, so there is nothing to synchronise.
+    """
+
+    def synchronise() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def timed(*args: Any, **kwargs: Any) -> Any:
-        torch.cuda.synchronize(device)
+        synchronise()
         start = time.perf_counter()
         result = fn(*args, **kwargs)
-        torch.cuda.synchronize(device)
+        synchronise()
         into.append(time.perf_counter() - start)
         return result
 

@@ -15,10 +15,11 @@ Inductor keeps compiled kernels on disk (TORCHINDUCTOR_CACHE_DIR, by default
 twice with one fresh cache folder to get both:
 
     export TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-    python scripts/bench_startup.py --label cold --out OUT
-    python scripts/bench_startup.py --label warm --out OUT
+    python -m scripts.bench_startup --label cold --out OUT
+    python -m scripts.bench_startup --label warm --out OUT
 
-Each run appends its row to OUT/bench_startup.json.
+Run it as a module from the repo root (it shares its timer and prompt with bench_flux). Each run
+appends its row to OUT/bench_startup.json.
 """
 
 import argparse
@@ -27,16 +28,15 @@ import json
 import logging
 import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gen3d.config import load_preset
+from gen3d.devices import resolve_device
 from gen3d.text_to_image import TextToImage
-
-PROMPT = "a small wooden toy robot standing on a white table, studio lighting, high detail"
+from scripts.bench_flux import PROMPT, synchronised_timer
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,15 +48,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    """``fn(...)`` and its wall seconds, with the GPU's queued work included."""
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    if torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-    return result, time.perf_counter() - start
-
-
 def first_encode(stage: TextToImage) -> None:
     with torch.inference_mode():
         stage.pipe.encode_prompt(
@@ -66,9 +57,12 @@ def first_encode(stage: TextToImage) -> None:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_preset(args.preset).text_to_image
-    stage, build_s = timed(TextToImage.from_config, cfg)
-    _, encode_s = timed(first_encode, stage)
-    _, warmup_s = timed(stage.warmup)
+    device = resolve_device(cfg.device)
+    seconds: list[float] = []
+    stage = synchronised_timer(TextToImage.from_config, device, seconds)(cfg)
+    synchronised_timer(first_encode, device, seconds)(stage)
+    synchronised_timer(stage.warmup, device, seconds)()
+    build_s, encode_s, warmup_s = seconds
     request_s = [stage.generate(PROMPT, seed=i).seconds for i in range(args.repeats)]
     return {
         "label": args.label,
@@ -79,7 +73,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "total_s": round(build_s + encode_s + warmup_s, 1),
         "request_median_s": round(statistics.median(request_s), 4),
         "request": f"{cfg.width}x{cfg.height}, {cfg.steps} steps",
-        "device": torch.cuda.get_device_name(stage.device) if stage.device.type == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

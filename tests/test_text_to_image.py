@@ -109,13 +109,19 @@ def test_unknown_attention_backend_fails_at_startup() -> None:
         TextToImage.from_config(tiny_config(attention_backend="warp-speed"))
 
 
+def transformer_blocks_compiled(stage: TextToImage) -> bool:
+    """Whether every double and single block of the FLUX transformer is wrapped by torch.compile."""
+    transformer = stage.pipe.transformer
+    blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+    return all(block._compiled_call_impl is not None for block in blocks)
+
+
 def test_compile_switch_compiles_blocks_and_keeps_output(stage: TextToImage) -> None:
     # One shape only: inductor's CPU compile of the two block kinds dominates this test's runtime.
     single_shape = dict(width=32, height=32, allowed_sizes=[32], steps=3, allowed_steps=[3], max_sequence_length=16)
     eager = TextToImage.from_config(tiny_config(**single_shape))
     compiled = TextToImage.from_config(tiny_config(compile=True, **single_shape))
-    blocks = [*compiled.pipe.transformer.transformer_blocks, *compiled.pipe.transformer.single_transformer_blocks]
-    assert all(block._compiled_call_impl is not None for block in blocks)
+    assert transformer_blocks_compiled(compiled)
     # T5's forward, not the module, is compiled, so that a CUDA graph can wrap the compiled call.
     assert hasattr(compiled.pipe.text_encoder_2.forward, "_torchdynamo_orig_callable")
     compiled.warmup()
@@ -125,8 +131,7 @@ def test_compile_switch_compiles_blocks_and_keeps_output(stage: TextToImage) -> 
 
 def test_text_encoder_can_stay_eager_under_compile() -> None:
     stage = TextToImage.from_config(tiny_config(compile=True, compile_text_encoder=False))
-    blocks = [*stage.pipe.transformer.transformer_blocks, *stage.pipe.transformer.single_transformer_blocks]
-    assert all(block._compiled_call_impl is not None for block in blocks)
+    assert transformer_blocks_compiled(stage)
     assert not hasattr(stage.pipe.text_encoder_2.forward, "_torchdynamo_orig_callable")
 
 
