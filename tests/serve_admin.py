@@ -17,7 +17,6 @@ import httpx
 
 APP = "gen3d"
 _DASHBOARD = re.compile(r"View the dashboard at (?:\x1b\[[0-9;]*m)*(http://[0-9.]+:[0-9]+)")
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def ray_auth_headers() -> dict[str, str]:
@@ -36,12 +35,6 @@ def ray_session_logs(driver_pid: int) -> Path:
     if not sessions:
         raise FileNotFoundError(f"no Ray session of driver pid {driver_pid} under {root}")
     return sessions[-1] / "logs"
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (from /proc, Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def listening_addresses(port: int) -> list[str]:
