@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deployments._runtime import route_logs_to_serve
 from gen3d import __version__
 from gen3d.api import (
+    OUTPUT_FORMATS,
     GenerateRequest,
     Job,
     ServiceConfig,
@@ -78,6 +79,11 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+
+def media_type(request: Request) -> str:
+    """The request's content type without parameters (``multipart/form-data; boundary=...``), lower-case."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def failed_stage(exc: BaseException) -> str:
@@ -205,7 +211,7 @@ class Ingress:
             "mode": self.text_cfg.mode,
             "allowed_sizes": self.text_cfg.allowed_sizes,
             "allowed_steps": self.text_cfg.allowed_steps,
-            "formats": ["glb", "obj", "ply", "splat"],
+            "formats": list(OUTPUT_FORMATS),
         }
 
     @app.get("/openapi.json", include_in_schema=False)
@@ -222,7 +228,7 @@ class Ingress:
     async def generate(self, request: Request) -> Response:
         """JSON ``GenerateRequest``, or 404-gen's multipart ``prompt_image_file`` + ``seed``."""
         self._authorise(request)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = media_type(request)
         if content_type == "application/json":
             job = job_from_request(await self._json_body(request), self.text_cfg, self.service)
         elif content_type == "multipart/form-data":
@@ -252,18 +258,21 @@ class Ingress:
         if key is not None and not hmac.compare_digest(request.headers.get("x-api-key", ""), key):
             raise InputError("x-api-key", "missing or wrong API key", status=401)
 
+    def _check_body_length(self, length: int) -> None:
+        if length > self._body_limit():
+            raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+
     def _check_declared_length(self, request: Request) -> None:
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._body_limit():
-            raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+        if declared is not None and declared.isdigit():
+            self._check_body_length(int(declared))
 
     async def _body(self, request: Request) -> bytes:
         self._check_declared_length(request)
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
-            if len(body) > self._body_limit():
-                raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+            self._check_body_length(len(body))
         return bytes(body)
 
     def _body_limit(self) -> int:
@@ -280,7 +289,7 @@ class Ingress:
             raise first_validation_error(exc) from None
 
     async def _form(self, request: Request):
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = media_type(request)
         if content_type not in ("multipart/form-data", "application/x-www-form-urlencoded"):
             raise InputError("content-type", f"expected a form, got {content_type or 'none'}", status=415)
         self._check_declared_length(request)

@@ -216,6 +216,7 @@ def marching_cubes(values: torch.Tensor, level: float = 0.0) -> Isosurface:
 
     # 2. Global edge id = lower grid vertex * 8 + direction bits, shared by the cubes around the edge.
     cube_edges = torch.tensor(_CUBE_EDGES, device=device)
-    lower, direction = cube_edges[edges, 0], cube_edges[edges, 0] ^ cube_edges[edges, 1]
+    lower = cube_edges[edges, 0]
+    direction = lower ^ cube_edges[edges, 1]
     keys = (base[tri_cube, None] + corner_offsets[lower]) * 8 + direction
     return _interpolate(values, level, keys, strides, corner_offsets)
