@@ -24,6 +24,18 @@ LATENCY_BOUNDARIES_S = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5
 REQUEST_ERRORS = (InputError, StageOutputError)
 
 
+#: Serve options every stage deployment shares, said once here; serve configs set only resources,
+#: replica counts and autoscaling. Each replica runs one call at a time on its worker thread and
+#: keeps the next ones queued locally, so the router never backs off between requests (at
+#: max_ongoing_requests 1 it waits up to 0.5 s); beyond max_queued_requests the ingress says 503.
+STAGE_OPTIONS = {
+    "max_ongoing_requests": 4,
+    "max_queued_requests": 32,
+    "health_check_period_s": 10,
+    "health_check_timeout_s": 30,
+    "graceful_shutdown_timeout_s": 60,
+}
+
 #: Top-level loggers of our own code; in a replica, Serve configures only ``ray.serve``.
 OWN_LOGGERS = ("gen3d", "deployments")
 

@@ -5,13 +5,13 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments._runtime import StageRuntime, route_logs_to_serve
+from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.background import BackgroundRemoval
 from gen3d.config import BackgroundConfig
 from gen3d.results import GeneratedImage, Traced
 
 
-@serve.deployment
+@serve.deployment(**STAGE_OPTIONS)
 class BackgroundDeployment:
     """``Traced[GeneratedImage | ndarray]`` -> ``Traced[PreparedImage]``.
 
@@ -26,10 +26,10 @@ class BackgroundDeployment:
         self.model.warmup()
         self.runtime = StageRuntime("background", self.model.device)
 
-    async def process(self, upstream: Traced) -> Traced:
+    async def process(self, upstream: Traced, keep_cutout: bool = False) -> Traced:
         source = upstream.value
         image = source.image if isinstance(source, GeneratedImage) else np.asarray(source)
-        prepared, seconds = await self.runtime.call(self.model.process, image)
+        prepared, seconds = await self.runtime.call(self.model.process, image, keep_cutout)
         return upstream.then("background", prepared, seconds)
 
     def check_health(self) -> None:

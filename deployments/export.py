@@ -1,19 +1,22 @@
-"""``export`` deployment (CPU): mesh files and splat PLYs, off the GPU process's critical path."""
+"""``export`` deployment (CPU): mesh clean-up, decimation, unwrapping and file writing."""
 
 from typing import Any
 
 import torch
 from ray import serve
 
-from deployments._runtime import StageRuntime, route_logs_to_serve
-from gen3d.config import ExportConfig, OutputFormat, UpAxis
+from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
+from gen3d.config import ExportConfig
 from gen3d.export import Exporter
+from gen3d.formats import MeshOptions, OutputFormat
+from gen3d.orientation import UpAxis
 from gen3d.results import Traced
 
 
-@serve.deployment
+@serve.deployment(**STAGE_OPTIONS)
 class ExportDeployment:
-    """``Traced[Asset3D]`` -> ``Traced[ExportedFile]``.
+    """``Traced[Asset3D]`` -> ``Traced[Unwrapped]`` (``remesh``); ``Traced[Asset3D | TexturedMesh]`` ->
+    ``Traced[ExportedFile]`` (``export``).
 
     Args:
         config: an ``ExportConfig`` as a mapping (validated here).
@@ -24,10 +27,12 @@ class ExportDeployment:
         self.model = Exporter.from_config(ExportConfig.model_validate(config))
         self.runtime = StageRuntime("export", torch.device("cpu"))
 
-    async def export(self, upstream: Traced, fmt: OutputFormat, up: UpAxis) -> Traced:
-        asset = upstream.value
-        source = asset.gaussians if fmt == "splat" else asset.mesh
-        exported, seconds = await self.runtime.call(self.model.export, source, fmt, up)
+    async def remesh(self, upstream: Traced, mesh: MeshOptions) -> Traced:
+        unwrapped, seconds = await self.runtime.call(self.model.remesh, upstream.value, mesh)
+        return upstream.then("remesh", unwrapped, seconds)
+
+    async def export(self, upstream: Traced, fmt: OutputFormat, up: UpAxis, mesh: MeshOptions | None) -> Traced:
+        exported, seconds = await self.runtime.call(self.model.export, upstream.value, fmt, up, mesh)
         return upstream.then("export", exported, seconds)
 
     def check_health(self) -> None:

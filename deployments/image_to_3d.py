@@ -1,18 +1,21 @@
-"""``image_to_3d`` deployment: TripoSR scene code -> mesh (and surface gaussians for splats)."""
+"""``image_to_3d`` deployment: TripoSR scene code -> mesh (and surface gaussians), and texture bakes."""
 
 from typing import Any
 
 from ray import serve
 
-from deployments._runtime import StageRuntime, route_logs_to_serve
+from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.config import ImageTo3DConfig
-from gen3d.image_to_3d import ImageTo3D
+from gen3d.image_to_3d import ImageTo3D, ShapeRequest
 from gen3d.results import Traced
 
 
-@serve.deployment
+@serve.deployment(**STAGE_OPTIONS)
 class ImageTo3DDeployment:
-    """``Traced[PreparedImage]`` -> ``Traced[Asset3D]``.
+    """``Traced[PreparedImage]`` -> ``Traced[Asset3D]``; ``Traced[Unwrapped]`` -> ``Traced[TexturedMesh]``.
+
+    Bakes come back to this GPU stage between two CPU steps of the export stage (unwrap before,
+    file writing after), so the GPU never waits on CPU work.
 
     Args:
         config: an ``ImageTo3DConfig`` as a mapping (validated here).
@@ -25,9 +28,13 @@ class ImageTo3DDeployment:
         self.model.warmup()
         self.runtime = StageRuntime("image_to_3d", self.model.device)
 
-    async def generate(self, upstream: Traced, splat: bool) -> Traced:
-        asset, seconds = await self.runtime.call(self.model.generate, upstream.value.image, splat)
+    async def generate(self, upstream: Traced, request: ShapeRequest) -> Traced:
+        asset, seconds = await self.runtime.call(self.model.generate, upstream.value.image, request)
         return upstream.then("image_to_3d", asset, seconds)
+
+    async def bake(self, upstream: Traced) -> Traced:
+        textured, seconds = await self.runtime.call(self.model.bake, upstream.value)
+        return upstream.then("bake", textured, seconds)
 
     def check_health(self) -> None:
         self.runtime.check_health()

@@ -1,84 +1,104 @@
-"""HTTP ingress: validates requests, chains the stage handles without awaiting in between.
+"""The HTTP edge: routes, wire parsing and error mapping. The pipeline does the rest.
 
-Three routes produce assets: our JSON ``POST /generate``, 404-gen's multipart ``POST /generate``
-(``prompt_image_file`` + ``seed``, -Y splat) and three-gen's ``POST /generate/`` (form ``prompt``,
-+Y splat). Every rejection is JSON ``{"error", "field"}`` with a 4xx status.
+Three routes produce assets at once: our JSON ``POST /generate``, 404-gen's multipart
+``POST /generate`` (``prompt_image_file`` + ``seed``, -Y splat) and three-gen's ``POST /generate/``
+(form ``prompt``, +Y splat). ``POST /jobs`` takes the JSON body of ``/generate`` and answers at
+once; ``/jobs/{id}`` reports the stage timeline and serves the image, the cut-out and the asset.
+Every rejection is JSON ``{"error", "field"}``.
 """
 
 import asyncio
 import hmac
+import json
 import logging
+import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments._runtime import route_logs_to_serve
+from deployments.errors import ErrorReply, ServiceBusy, StageTimeout, describe
+from deployments.openapi import GENERATE_OPENAPI, JOBS_OPENAPI, openapi_schema
+from deployments.pipeline import Pipeline, StageHandles
+from deployments.web import router as web_router
+from deployments.web import swagger_ui_html
 from gen3d import __version__
 from gen3d.api import (
     OUTPUT_FORMATS,
     GenerateRequest,
     Job,
+    JobDefaults,
     ServiceConfig,
     first_validation_error,
     job_from_form_prompt,
     job_from_image_file,
     job_from_request,
+    mib,
+    parse_form_seed,
     server_timing,
 )
 from gen3d.config import TextToImageConfig
 from gen3d.errors import InputError, StageOutputError
+from gen3d.formats import FACES_RANGE, FORMATS, RESOLUTION_RANGE, TEXTURE_SIZES, MeshOptions, auto_resolution
+from gen3d.jobs import FINISHED, UnknownJob, file_key
 from gen3d.results import ExportedFile, Traced
 
 logger = logging.getLogger(__name__)
 
-WARM_UP_RETRY_S = 5.0
-STAGE_DEPLOYMENTS = {
-    "TextToImageDeployment": "text_to_image",
-    "BackgroundDeployment": "background",
-    "ImageTo3DDeployment": "image_to_3d",
-    "ExportDeployment": "export",
-}
+#: How long one server-sent-event wait lasts before a keep-alive comment.
+EVENT_WAIT_S = 15.0
+#: Seconds between drain-board heartbeats: how fast every replica sees a drain.
+HEARTBEAT_S = 0.25
+#: The launcher's secret for the drain routes; without it they answer 404.
+ADMIN_TOKEN_ENV = "GEN3D_ADMIN_TOKEN"
 
 app = FastAPI(
     title="gen3d",
     version=__version__,
     description="Text or image to 3D asset: GLB/OBJ/PLY mesh or a validator-ready Gaussian-splat PLY.",
     redirect_slashes=False,
-    # Served by Ingress routes below, so that the API key guards them like every route but /health.
+    # Served by Ingress routes below, so that the API key guards them like every API route.
     docs_url=None,
     openapi_url=None,
 )
+# The studio page and its pinned static files: public, they hold no secret (the page asks for the key).
+app.include_router(web_router)
 
 
-def error_response(status: int, message: str, field: str | None = None, headers: dict | None = None) -> JSONResponse:
+def error_response(reply: ErrorReply) -> JSONResponse:
     """The one error shape every route answers with."""
-    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
-
-
-@app.exception_handler(InputError)
-async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-    return error_response(exc.status, exc.message, exc.field)
+    return JSONResponse(reply.body(), status_code=reply.status, headers=reply.headers)
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
     detail = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid request"}
     field = ".".join(str(part) for part in detail["loc"] if part != "body") or "body"
-    return error_response(422, detail["msg"], field)
+    return error_response(ErrorReply(422, detail["msg"], field))
 
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    return error_response(ErrorReply(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None) or {}))
+
+
+async def _known_error(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(describe(exc))
+
+
+# Expected failures get their own handlers: Starlette re-raises whatever reaches the catch-all
+# ``Exception`` handler after answering, which would log a client's bad input as a server error.
+for _expected in (InputError, StageOutputError, StageTimeout, ServiceBusy):
+    app.add_exception_handler(_expected, _known_error)
+app.add_exception_handler(Exception, _known_error)
 
 
 def media_type(request: Request) -> str:
@@ -86,76 +106,60 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def failed_stage(exc: BaseException) -> str:
-    """Name the stage a Ray failure came from (a dead replica's error names its deployment)."""
-    text = str(exc)
-    for deployment, stage in STAGE_DEPLOYMENTS.items():
-        if deployment in text:
-            return stage
-    return "unknown"
-
-
-def asset_response(result: Traced, elapsed: float) -> Response:
-    """File bytes with their media type, a download name and per-stage ``Server-Timing``."""
+def asset_response(result: Traced, elapsed_s: float) -> Response:
+    """File bytes with their media type, a download name and per-stage and total ``Server-Timing``."""
     exported: ExportedFile = result.value
-    timings = {**result.timings, "total": elapsed}
     headers = {
-        "Server-Timing": server_timing(timings),
+        "Server-Timing": server_timing({**result.timings, "total": elapsed_s}),
         "Content-Disposition": f'attachment; filename="asset.{exported.extension}"',
     }
+    if exported.faces is not None:
+        headers["X-Faces"] = str(exported.faces)
     return Response(exported.data, media_type=exported.media_type, headers=headers)
 
 
-class StageTimeout(Exception):
-    """The graph did not answer within the request timeout."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"request exceeded the {seconds:g} s timeout")
-
-
-class StageBusy(Exception):
-    """A stage's queue is full; ``retry_after_s`` goes into the ``Retry-After`` header."""
-
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__("a stage queue is full; retry later")
-        self.retry_after_s = retry_after_s
+def job_view(view: dict[str, Any]) -> dict[str, Any]:
+    """The store's view of a job with its files as URLs (``GET /jobs/{id}``)."""
+    base = f"/jobs/{view['id']}/files"
+    files = {file_key(name): f"{base}/{name}" for name in view["files"]}
+    return {**{k: v for k, v in view.items() if k != "version"}, "files": files}
 
 
-@app.exception_handler(StageTimeout)
-async def _timeout(_: Request, exc: StageTimeout) -> JSONResponse:
-    return error_response(504, str(exc))
-
-
-@app.exception_handler(StageBusy)
-async def _busy(_: Request, exc: StageBusy) -> JSONResponse:
-    return error_response(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
-
-
-@app.exception_handler(StageOutputError)
-async def _bad_output(_: Request, exc: StageOutputError) -> JSONResponse:
-    # Raised in a stage, it arrives wrapped by Ray: report the stage's message, not Ray's traceback.
-    cause = getattr(exc, "cause", exc)
-    return error_response(422, f"no usable 3D result: {cause}", "image")
-
-
-@app.exception_handler(Exception)
-async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-    stage = failed_stage(exc)
-    logger.error("request failed in stage %s: %s", stage, type(exc).__name__)
-    return error_response(500 if stage == "unknown" else 502, f"stage {stage} failed: {type(exc).__name__}", stage)
+def mesh_option_ranges(mesh: MeshOptions) -> dict[str, Any]:
+    """The mesh options with their ranges and defaults, for ``GET /version``."""
+    return {
+        "faces": {"min": FACES_RANGE[0], "max": FACES_RANGE[1], "default": mesh.faces},
+        "texture": {
+            "choices": ["vertex", "uv"],
+            "default": mesh.texture,
+            "formats": {mode: [name for name, fmt in FORMATS.items() if fmt.supports(mode)] for mode in ("vertex", "uv")},
+        },
+        "texture_size": {"choices": list(TEXTURE_SIZES), "default": mesh.texture_size},
+        "resolution": {
+            "min": RESOLUTION_RANGE[0],
+            "max": RESOLUTION_RANGE[1],
+            "default": auto_resolution(mesh.faces, mesh.resolution),
+            "auto": f"unless given: about 0.9 sqrt(faces), a multiple of 32, from 96 up to {mesh.resolution}",
+        },
+        "normalize": {"default": mesh.normalize},
+    }
 
 
 # Everything the Ingress uses is defined above it: @serve.ingress pickles the app and the class
 # by value when the class is decorated, so later handlers and names would be missing in the replica.
-@serve.deployment
+@serve.deployment(max_ongoing_requests=256, graceful_shutdown_timeout_s=60)
 @serve.ingress(app)
 class Ingress:
     """The HTTP entry of the graph.
 
     Args:
         text_to_image, background, image_to_3d, export: handles of the stage deployments.
+        state: handle of the shared state (job store and drain board).
         text_to_image_config: the preset's text settings (defaults and allowed values).
-        service: ``ServiceConfig`` as a mapping (limits, API key, timeouts).
+        mesh_defaults: the preset's mesh option defaults (``MeshOptions`` fields).
+
+    Its ``user_config`` is a ``ServiceConfig`` (limits, API key, time-outs): changing it
+    reconfigures this replica in place, and no model replica restarts.
     """
 
     def __init__(
@@ -164,73 +168,85 @@ class Ingress:
         background: DeploymentHandle,
         image_to_3d: DeploymentHandle,
         export: DeploymentHandle,
+        state: DeploymentHandle,
         text_to_image_config: dict[str, Any],
-        service: dict[str, Any],
+        mesh_defaults: dict[str, Any],
     ) -> None:
         route_logs_to_serve()
-        self.text_to_image = text_to_image
-        self.background = background
-        self.image_to_3d = image_to_3d
-        self.export = export
-        self.text_cfg = TextToImageConfig.model_validate(text_to_image_config)
-        self.service = ServiceConfig.model_validate(service)
-        self.in_flight = 0
-        self._warm_up = asyncio.get_running_loop().create_task(self._warm_graph())
+        self.defaults = JobDefaults(TextToImageConfig.model_validate(text_to_image_config), MeshOptions(**mesh_defaults))
+        self.service = ServiceConfig()
+        handles = StageHandles(text_to_image, background, image_to_3d, export, state)
+        self.pipeline = Pipeline(handles, self.defaults, self.service)
+        self.replica = serve.get_replica_context().replica_id.unique_id
+        loop = asyncio.get_running_loop()
+        self._warm_up = loop.create_task(self.pipeline.warm_up())
+        self._heartbeat = loop.create_task(self._beat())
 
-    async def _warm_graph(self) -> None:
-        """Send one job through every stage, so that the first client doesn't pay for setting up
-        Serve's handles and routers (seconds on a fresh graph)."""
-        cfg = self.text_cfg
-        job = Job("warm-up", None, 0, cfg.steps, cfg.width, cfg.height, "splat", "+y")
-        # Stage replicas may still be loading or compiling (minutes for fp8 FLUX): retry until the
-        # job goes through, so /health turns ready only when every stage answers.
+    def reconfigure(self, service: dict[str, Any]) -> None:
+        """Apply a new ``ServiceConfig`` (Serve calls this with the deployment's ``user_config``)."""
+        self.service = ServiceConfig.model_validate(service)
+        self.pipeline.reconfigure(self.service)
+        logger.info("service settings applied (api key %s)", "set" if self.service.api_key else "off")
+
+    async def __del__(self) -> None:
+        # Serve calls this when it stops the replica (redeploy, scale-down): refuse new work with
+        # 503 and let the jobs in flight finish. A full shutdown drains first: gen3d.launcher.
+        await self.pipeline.drain()
+
+    async def _beat(self) -> None:
+        """Tell the drain board what this replica holds; start draining when it says so."""
         while True:
             try:
-                await self._run_graph(job)
-                logger.info("graph warm-up finished")
-                return
-            except Exception as exc:
-                logger.info("graph warm-up not through yet (%s); retrying", type(exc).__name__)
-                await asyncio.sleep(WARM_UP_RETRY_S)
+                drain = await self.pipeline.handles.state.heartbeat.remote(self.replica, self.pipeline.admission.in_flight)
+                if drain and not self.pipeline.admission.draining:
+                    logger.info("drain requested: refusing new work, %d in flight", self.pipeline.admission.in_flight)
+                    self.pipeline.admission.start_drain()
+            except Exception as exc:  # the shared state restarting must not stop the beat
+                logger.warning("heartbeat failed: %s", type(exc).__name__)
+            await asyncio.sleep(HEARTBEAT_S)
 
     # -- routes -----------------------------------------------------------------------------
 
     @app.get("/health")
     async def health(self) -> JSONResponse:
-        """Readiness (no API key needed): 503 until the start-up warm-up job has gone through."""
+        """Readiness (no API key needed): 503 until the start-up warm-up jobs have gone through."""
         if not self._warm_up.done():
-            return error_response(503, "warming up", headers={"Retry-After": "1"})
+            return error_response(ErrorReply(503, "warming up", headers={"Retry-After": "1"}))
+        if self.pipeline.admission.draining:
+            return error_response(ErrorReply(503, "shutting down", headers={"Retry-After": "1"}))
         return JSONResponse({"status": "ok"})
 
     @app.get("/version")
     async def version(self, request: Request) -> dict[str, Any]:
-        """Service version and the text-to-image limits requests are checked against."""
+        """Service version, the limits requests are checked against and the mesh option ranges."""
         self._authorise(request)
+        text = self.defaults.text
         return {
             "version": __version__,
-            "mode": self.text_cfg.mode,
-            "allowed_sizes": self.text_cfg.allowed_sizes,
-            "allowed_steps": self.text_cfg.allowed_steps,
+            "mode": text.mode,
+            "allowed_sizes": text.allowed_sizes,
+            "allowed_steps": text.allowed_steps,
             "formats": list(OUTPUT_FORMATS),
+            "mesh_options": mesh_option_ranges(self.defaults.mesh),
         }
 
     @app.get("/openapi.json", include_in_schema=False)
-    async def openapi(self, request: Request) -> JSONResponse:
-        self._authorise(request)
-        return JSONResponse(app.openapi())
+    async def openapi(self) -> JSONResponse:
+        """The API's description (public, as it holds no secret; its routes need the key)."""
+        return JSONResponse(openapi_schema(app))
 
     @app.get("/docs", include_in_schema=False)
-    async def docs(self, request: Request) -> HTMLResponse:
-        self._authorise(request)
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="gen3d API")
+    async def docs(self) -> HTMLResponse:
+        """Swagger UI from the pinned local files; its Authorize button takes the API key."""
+        return swagger_ui_html("/openapi.json", "gen3d API")
 
-    @app.post("/generate")
+    @app.post("/generate", openapi_extra=GENERATE_OPENAPI)
     async def generate(self, request: Request) -> Response:
-        """JSON ``GenerateRequest``, or 404-gen's multipart ``prompt_image_file`` + ``seed``."""
+        """JSON ``GenerateRequest`` -> the asset file; or 404-gen's multipart ``prompt_image_file`` + ``seed``."""
         self._authorise(request)
         content_type = media_type(request)
         if content_type == "application/json":
-            job = job_from_request(await self._json_body(request), self.text_cfg, self.service)
+            job = job_from_request(await self._json_body(request), self.defaults, self.service)
         elif content_type == "multipart/form-data":
             job = await self._multipart_job(request)
         else:
@@ -239,7 +255,7 @@ class Ingress:
                 f"expected application/json or multipart/form-data, got {content_type or 'none'}",
                 status=415,
             )
-        return await self._serve(job)
+        return await self._asset(job)
 
     @app.post("/generate/")
     async def generate_form(self, request: Request) -> Response:
@@ -249,18 +265,80 @@ class Ingress:
         prompt = form.get("prompt")
         if not isinstance(prompt, str):
             raise InputError("prompt", "form field 'prompt' (text or base64 image) is required")
-        return await self._serve(job_from_form_prompt(prompt, self.text_cfg, self.service))
+        return await self._asset(job_from_form_prompt(prompt, self.defaults, self.service))
+
+    async def _asset(self, job: Job) -> Response:
+        start = time.perf_counter()
+        result = await self.pipeline.run(job)
+        return asset_response(result, time.perf_counter() - start)
+
+    @app.post("/jobs", status_code=202, openapi_extra=JOBS_OPENAPI)
+    async def submit_job(self, request: Request) -> JSONResponse:
+        """The JSON body of ``POST /generate``; answers 202 with the job's id and status URL."""
+        self._authorise(request)
+        if media_type(request) != "application/json":
+            raise InputError("content-type", f"expected application/json, got {media_type(request) or 'none'}", 415)
+        job = job_from_request(await self._json_body(request), self.defaults, self.service)
+        job_id = await self.pipeline.submit(job)
+        return JSONResponse({"id": job_id, "status_url": f"/jobs/{job_id}"}, status_code=202)
+
+    @app.get("/jobs/{job_id}")
+    async def job_status(self, job_id: str, request: Request) -> dict[str, Any]:
+        """Status, running stage, per-stage seconds, error and file URLs of one job."""
+        self._authorise(request)
+        return job_view(await self._job_call("view", job_id))
+
+    @app.get("/jobs/{job_id}/files/{name}")
+    async def job_file(self, job_id: str, name: str, request: Request) -> Response:
+        """``image.png``, ``cutout.png`` or ``asset.<ext>`` of a job."""
+        self._authorise(request)
+        stored = await self._job_call("file", job_id, name)
+        headers = {"Content-Disposition": f'inline; filename="{name}"'}
+        return Response(stored.data, media_type=stored.media_type, headers=headers)
+
+    @app.get("/jobs/{job_id}/events")
+    async def job_events(self, job_id: str, request: Request) -> StreamingResponse:
+        """Server-sent events: the job's state once now and once per stage transition, until it ends."""
+        self._authorise(request)
+        first = await self._job_call("view", job_id)
+        return StreamingResponse(self._events(first), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    @app.post("/admin/drain", include_in_schema=False)
+    async def start_drain(self, request: Request) -> dict[str, Any]:
+        """The launcher's graceful stop: every replica refuses new work; answers the drain status."""
+        self._authorise_admin(request)
+        return await self.pipeline.handles.state.start_drain.remote()
+
+    @app.get("/admin/drain", include_in_schema=False)
+    async def drain_status(self, request: Request) -> dict[str, Any]:
+        """Work still in flight over all replicas; ``settled`` once it is safe to stop Serve."""
+        self._authorise_admin(request)
+        return await self.pipeline.handles.state.drain_status.remote()
 
     # -- request decoding -------------------------------------------------------------------
+
+    def _authorise_admin(self, request: Request) -> None:
+        token = os.environ.get(ADMIN_TOKEN_ENV)
+        if not token or not hmac.compare_digest(request.headers.get("x-admin-token", ""), token):
+            raise StarletteHTTPException(404, "Not Found")
 
     def _authorise(self, request: Request) -> None:
         key = self.service.api_key
         if key is not None and not hmac.compare_digest(request.headers.get("x-api-key", ""), key):
             raise InputError("x-api-key", "missing or wrong API key", status=401)
 
+    def _body_limit(self) -> int:
+        # base64 inflates by 4/3, and a form carries a little framing around the file.
+        return self.service.max_upload_bytes * 4 // 3 + 64 * 1024
+
     def _check_body_length(self, length: int) -> None:
         if length > self._body_limit():
-            raise InputError("body", f"is larger than the {self._body_limit()}-byte limit", status=413)
+            raise InputError(
+                "body",
+                f"is over {mib(self._body_limit())}: the upload limit is {mib(self.service.max_upload_bytes)} "
+                "of image, about a third more as base64 (service setting max_upload_bytes)",
+                status=413,
+            )
 
     def _check_declared_length(self, request: Request) -> None:
         declared = request.headers.get("content-length")
@@ -274,10 +352,6 @@ class Ingress:
             body.extend(chunk)
             self._check_body_length(len(body))
         return bytes(body)
-
-    def _body_limit(self) -> int:
-        # base64 inflates by 4/3, and a form carries a little framing around the file.
-        return self.service.max_upload_bytes * 4 // 3 + 64 * 1024
 
     async def _json_body(self, request: Request) -> GenerateRequest:
         body = await self._body(request)
@@ -303,46 +377,25 @@ class Ingress:
         upload = form.get("prompt_image_file")
         if upload is None or isinstance(upload, str):
             raise InputError("prompt_image_file", "multipart file field 'prompt_image_file' is required")
-        seed_text = form.get("seed", "0")
-        if not isinstance(seed_text, str) or not seed_text.strip().lstrip("-").isdigit():
-            raise InputError("seed", f"expected an integer, got {seed_text!r}")
-        data = await upload.read()
-        return job_from_image_file(data, int(seed_text), self.text_cfg, self.service)
+        seed = parse_form_seed(form.get("seed", "0"))
+        return job_from_image_file(await upload.read(), seed, self.defaults, self.service)
 
-    # -- the graph --------------------------------------------------------------------------
+    # -- jobs ---------------------------------------------------------------------------------
 
-    async def _serve(self, job: Job) -> Response:
-        if self.in_flight >= self.service.max_in_flight:
-            return error_response(
-                503,
-                f"busy: {self.in_flight} requests in flight; retry later",
-                headers={"Retry-After": str(self.service.retry_after_s)},
-            )
-        self.in_flight += 1
-        start = time.perf_counter()
+    async def _job_call(self, method: str, job_id: str, *args: Any) -> Any:
+        """A job store call; an unknown or expired job (or file) answers 404."""
         try:
-            result = await self._run_graph(job)
-        finally:
-            self.in_flight -= 1
-        return asset_response(result, time.perf_counter() - start)
+            return await getattr(self.pipeline.handles.state, method).remote(job_id, *args)
+        except UnknownJob:
+            raise InputError("id", f"no job {job_id!r} (unknown, or expired), or no such file", status=404) from None
 
-    async def _run_graph(self, job: Job) -> Traced:
-        """Chain the stages as ``DeploymentResponse``s; await only the last one, bounded in time."""
-        if job.prompt is not None:
-            source = self.text_to_image.generate.remote(job.prompt, job.seed, job.steps, job.width, job.height)
-        else:
-            source = Traced(job.image)
-        prepared = self.background.process.remote(source)
-        asset = self.image_to_3d.generate.remote(prepared, job.format == "splat")
-        exported = self.export.export.remote(asset, job.format, job.up)
-        try:
-            return await asyncio.wait_for(exported, timeout=self.service.request_timeout_s)
-        except TimeoutError:
-            for response in (exported, asset, prepared, source):
-                if hasattr(response, "cancel"):
-                    response.cancel()
-            raise StageTimeout(self.service.request_timeout_s) from None
-        except (InputError, StageOutputError):
-            raise
-        except BackPressureError:
-            raise StageBusy(self.service.retry_after_s) from None
+    async def _events(self, view: dict[str, Any]) -> AsyncIterator[str]:
+        """Yield ``data:`` events until the job is done or failed; comments keep the line alive."""
+        yield f"data: {json.dumps(job_view(view))}\n\n"
+        while view["status"] not in FINISHED:
+            latest = await self._job_call("wait_for_change", view["id"], view["version"], EVENT_WAIT_S)
+            if latest["version"] == view["version"]:
+                yield ": keep-alive\n\n"
+                continue
+            view = latest
+            yield f"data: {json.dumps(job_view(view))}\n\n"

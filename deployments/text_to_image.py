@@ -4,13 +4,13 @@ from typing import Any
 
 from ray import serve
 
-from deployments._runtime import StageRuntime, route_logs_to_serve
+from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.config import TextToImageConfig
 from gen3d.results import Traced
 from gen3d.text_to_image import TextToImage
 
 
-@serve.deployment
+@serve.deployment(**STAGE_OPTIONS)
 class TextToImageDeployment:
     """Prompt -> ``Traced[GeneratedImage]``.
 

@@ -10,18 +10,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gen3d.formats import FACES_RANGE, RESOLUTION_RANGE, TEXTURE_SIZES, MeshOptions, TextureMode
+from gen3d.splat.validate import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 #: How weights are obtained: public checkpoints, tiny random, or full-size random.
 Mode = Literal["real", "tiny", "random"]
 Precision = Literal["fp32", "bf16", "fp16", "fp8"]
-UpAxis = Literal["+y", "-y"]
-#: Gaussians per splat: mesh/splat renders agree at IoU >= 0.97 from here on (BENCHMARKS.md),
-#: at ~1.8 MB; the validators reject fewer than MIN_SPLAT_COUNT.
-DEFAULT_SPLAT_COUNT = 32768
-MIN_SPLAT_COUNT = 7000
-#: Output file formats: three mesh formats and the Gaussian-splat PLY.
-OutputFormat = Literal["glb", "obj", "ply", "splat"]
 
 
 class StageConfig(BaseModel):
@@ -66,6 +62,18 @@ class TextToImageConfig(StageConfig):
         attention_backend: diffusers attention backend name (``native``, ``flash``,
             ``_native_cudnn``...); None keeps the default (torch SDPA).
         seed: seed of the random weights in ``tiny``/``random`` modes.
+        fp8_weights: how fp8 layers hold their weights: ``torchao`` keeps torchao's
+            ``Float8Tensor`` subclass; ``plain`` moves the same data and per-row scales into plain
+            tensors of ``gen3d.float8_linear.Float8Linear``, which calls the same
+            ``torch._scaled_mm`` and gives the same outputs without a tensor subclass to trace.
+        kernel_tuning: with ``compile``, let inductor tune every Triton kernel's launch settings
+            by coordinate descent (torchao's recommended setting for fp8). The tuning runs on the
+            first call and is cached with the kernels; false saves that start-up time.
+        compile_cache_dir: root of the persistent compile caches (``~`` expanded); the stage uses
+            ``<root>/<versions key>/`` and loads the artifacts ``scripts/precompile.py`` left there
+            (see ``gen3d.compile_cache``). None keeps torch's default cache under /tmp.
+        fail_on_recompile: after ``warmup()``, any compile during a request raises instead of
+            stalling the request for the compile (warm-up covers every allowed shape).
     """
 
     repo: str = "black-forest-labs/FLUX.1-schnell"
@@ -85,6 +93,10 @@ class TextToImageConfig(StageConfig):
     allowed_steps: list[int] = [3, 4]
     max_sequence_length: int = 256
     max_prompt_chars: int = 1000
+    fp8_weights: Literal["torchao", "plain"] = "torchao"
+    kernel_tuning: bool = True
+    compile_cache_dir: str | None = None
+    fail_on_recompile: bool = True
 
     @model_validator(mode="after")
     def _defaults_are_allowed(self) -> "TextToImageConfig":
@@ -150,7 +162,7 @@ class ImageTo3DConfig(StageConfig):
         sha256: optional pin of ``model.ckpt``.
         size: ``tiny`` or ``full`` architecture for random modes (real uses the repo's config).
         precision: dtype of the transformer and the field query.
-        mc_resolution: marching grid side.
+        mc_resolution: marching grid side: the default of a request's ``resolution``.
         mc_threshold: density level of the surface.
         query_chunk: points per field-query batch (bounds peak memory).
         splat_count: gaussians sampled on the surface when a splat is requested.
@@ -160,23 +172,37 @@ class ImageTo3DConfig(StageConfig):
     revision: str | None = None
     sha256: str | None = None
     precision: Precision = "bf16"
-    mc_resolution: int = Field(default=256, ge=8, le=512)
+    mc_resolution: int = Field(default=256, ge=RESOLUTION_RANGE[0], le=RESOLUTION_RANGE[1])
     mc_threshold: float = 25.0
     query_chunk: int = 2**21
     splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
 
 
 class ExportConfig(StageConfig):
-    """File export (CPU).
+    """File export (CPU): mesh clean-up, decimation, UV unwrapping and the writers.
+
+    The mesh fields are the defaults of a request's mesh options (``gen3d.formats.MeshOptions``).
 
     Attributes:
-        max_faces: meshes above this many faces are decimated (vertex clustering) before export.
+        faces: target triangle count of a mesh file.
+        texture: ``vertex`` colours or a baked ``uv`` texture atlas.
+        texture_size: atlas side in texels.
+        normalize: centre meshes and scale their largest side to 1.
         splat_count: gaussians sampled when a mesh (not gaussians) is exported as a splat.
     """
 
     device: str = "cpu"
-    max_faces: int | None = Field(default=None, ge=4)
+    faces: int = Field(default=20_000, ge=FACES_RANGE[0], le=FACES_RANGE[1])
+    texture: TextureMode = "uv"
+    texture_size: int = 1024
+    normalize: bool = True
     splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
+
+    @model_validator(mode="after")
+    def _texture_size_allowed(self) -> "ExportConfig":
+        if self.texture_size not in TEXTURE_SIZES:
+            raise ValueError(f"export: texture_size expected one of {list(TEXTURE_SIZES)}, got {self.texture_size}")
+        return self
 
 
 class Preset(BaseModel):
@@ -188,6 +214,16 @@ class Preset(BaseModel):
     background: BackgroundConfig
     image_to_3d: ImageTo3DConfig
     export: ExportConfig = ExportConfig()
+
+    def mesh_defaults(self) -> MeshOptions:
+        """The mesh options a request gets for every field it leaves out."""
+        return MeshOptions(
+            faces=self.export.faces,
+            texture=self.export.texture,
+            texture_size=self.export.texture_size,
+            resolution=self.image_to_3d.mc_resolution,
+            normalize=self.export.normalize,
+        )
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ at a time.
 """
 
 import logging
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,9 @@ class CudaGraphed:
         self.fn = fn
         self.name = name
         self.pool = pool
+        #: Seconds spent capturing, summed over signatures: ``warmup_runs`` (where a compiled ``fn``
+        #: compiles on first use) and ``record`` (the recording itself).
+        self.capture_s = {"warmup_runs": 0.0, "record": 0.0}
         self._captures: dict[tuple[Hashable, ...], _Capture] = {}
 
     @property
@@ -111,12 +115,15 @@ class CudaGraphed:
         static_kwargs = {name: _static_copy(value) for name, value in kwargs.items()}
         # Capture runs on a side stream; warming up there too keeps lazily created library
         # handles (cuBLAS workspaces, compiled kernels) out of the recording.
+        start = time.perf_counter()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(WARMUP_RUNS):
                 self.fn(*static_args, **static_kwargs)
         torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        recording = time.perf_counter()
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph, pool=self.pool):
@@ -125,7 +132,14 @@ class CudaGraphed:
             raise RuntimeError(
                 f"cuda_graphs: {self.name} could not be captured ({err}); set cuda_graphs: false for this model"
             ) from err
-        logger.info("cuda_graphs: captured %s for %d signature(s)", self.name, len(self._captures) + 1)
+        torch.cuda.synchronize()
+        warmup_s, record_s = recording - start, time.perf_counter() - recording
+        self.capture_s["warmup_runs"] += warmup_s
+        self.capture_s["record"] += record_s
+        logger.info(
+            "cuda_graphs: captured %s for %d signature(s): warm-up runs %.2f s, recording %.2f s",
+            self.name, len(self._captures) + 1, warmup_s, record_s,
+        )
         return _Capture(graph, static_args, static_kwargs, output)
 
 

@@ -1,35 +1,28 @@
-"""The ``export`` stage: model-frame assets -> file bytes (GLB/OBJ/PLY mesh or a splat PLY).
+"""The ``export`` stage (CPU): clean, decimate and unwrap meshes, then write the file.
 
 Orientation (see ``gen3d.orientation``): assets arrive in the model frame (z up, front +x).
-Mesh files are always written +Y up with the front toward +Z, glTF's convention (a GLB must be
-y-up; OBJ/PLY follow it so that every viewer shows them upright); ``up`` applies to splats only,
-where "+y" suits three-gen-subnet validators and "-y" the 404-gen-subnet / 3DGS viewers. Splats
-are then centred (bounding box at the origin) and scaled so the largest side is 1.
+Mesh files are always written +Y up with the front toward +Z, glTF's convention, and, unless a
+request says ``normalize: false``, centred with their largest side 1 (the unit cube, as
+404-GEN's GLB rules want). ``up`` applies to splats only, where "+y" suits three-gen-subnet
+validators and "-y" the 404-gen-subnet / 3DGS viewers. Splats are centred and scaled so the
+largest side is 1.
 """
 
 import logging
-import time
 
 import numpy as np
-import trimesh
 
-from gen3d.config import MIN_SPLAT_COUNT, ExportConfig, OutputFormat, UpAxis
-from gen3d.errors import InputError, StageOutputError
-from gen3d.orientation import check_up, orient_gaussians, orient_mesh
-from gen3d.results import ExportedFile, Gaussians, MeshAsset
+from gen3d.config import ExportConfig
+from gen3d.errors import StageOutputError
+from gen3d.formats import MeshOptions, OutputFormat, get_format
+from gen3d.orientation import UpAxis
+from gen3d.mesh.prepare import simplify
+from gen3d.mesh.unwrap import unwrap
+from gen3d.results import Asset3D, ExportedFile, Gaussians, MeshAsset, TexturedMesh, Unwrapped
 from gen3d.splat.from_mesh import mesh_to_gaussians
-from gen3d.splat.normalise import normalise_gaussians
-from gen3d.splat.ply import write_splat_ply
+from gen3d.splat.validate import MIN_SPLAT_COUNT
 
 logger = logging.getLogger(__name__)
-
-#: format -> (media type, file extension)
-FORMATS: dict[str, tuple[str, str]] = {
-    "glb": ("model/gltf-binary", "glb"),
-    "obj": ("model/obj", "obj"),
-    "ply": ("application/ply", "ply"),
-    "splat": ("application/octet-stream", "ply"),
-}
 
 
 def check_mesh(mesh: MeshAsset) -> None:
@@ -53,35 +46,22 @@ def check_gaussians(g: Gaussians) -> None:
             raise StageOutputError(f"gaussians.{name} has non-finite values")
 
 
-def decimate(mesh: MeshAsset, max_faces: int) -> MeshAsset:
-    """Vertex clustering: merge vertices per grid cell, coarsening the grid until <= ``max_faces``.
-
-    Crude but dependency-free (quadric decimation in trimesh needs an extra package); merged
-    vertices take the mean position and colour of their cell.
-    """
-    lo = mesh.vertices.min(axis=0)
-    cell = float((mesh.vertices.max(axis=0) - lo).max()) / 256.0
-    faces, current = mesh.faces, mesh
-    while len(faces) > max_faces:
-        keys = np.floor((mesh.vertices - lo) / cell).astype(np.int64)
-        _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(-1)
-        vertices = np.stack([np.bincount(inverse, mesh.vertices[:, i]) for i in range(3)], 1) / counts[:, None]
-        colors = np.stack([np.bincount(inverse, mesh.vertex_colors[:, i]) for i in range(3)], 1) / counts[:, None]
-        faces = inverse[mesh.faces]
-        faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
-        faces = np.unique(faces, axis=0)
-        current = MeshAsset(vertices.astype(np.float32), faces.astype(np.int64), np.round(colors).astype(np.uint8))
-        cell *= 1.5
-    return current
+def surface(mesh: MeshAsset, faces: int) -> MeshAsset:
+    """The mesh a file gets: decimated to ``faces`` when it has more, then cleaned (no floaters
+    or degenerate faces, outward winding). Decimating first leaves the clean-up a tenth of the
+    faces, and it removes the few zero-area faces decimation leaves behind."""
+    check_mesh(mesh)
+    result = simplify(mesh, faces)
+    if len(result.faces) == 0:
+        raise StageOutputError("no surface left after removing degenerate faces and floaters")
+    return result
 
 
 class Exporter:
     """Writes assets as files; stateless apart from its config.
 
     Args:
-        cfg: export settings (``max_faces`` decimation, ``splat_count`` for meshes exported as
-            splats).
+        cfg: export settings (``splat_count`` for meshes exported as splats).
     """
 
     def __init__(self, cfg: ExportConfig) -> None:
@@ -90,56 +70,55 @@ class Exporter:
     @classmethod
     def from_config(cls, cfg: ExportConfig) -> "Exporter":
         """Build the stage (no weights involved)."""
+        logger.info("export: mesh files and splats on the CPU")
         return cls(cfg)
 
-    def export(self, asset: MeshAsset | Gaussians, fmt: OutputFormat, up: UpAxis = "+y") -> ExportedFile:
+    def remesh(self, asset: Asset3D, mesh: MeshOptions) -> Unwrapped:
+        """Clean, decimate and unwrap ``asset.mesh`` for a texture bake of ``asset.scene_code``."""
+        if asset.scene_code is None:
+            raise ValueError("remesh: the asset carries no scene code (image_to_3d was not asked to keep it)")
+        return Unwrapped(unwrap(surface(asset.mesh, mesh.faces), mesh.texture_size), asset.scene_code)
+
+    def export(
+        self, asset: Asset3D | MeshAsset | TexturedMesh, fmt: OutputFormat, up: UpAxis, mesh: MeshOptions | None
+    ) -> ExportedFile:
         """Serialise ``asset`` (model frame) as ``fmt``.
 
         Args:
-            asset: a mesh (any format; sampled into ``splat_count`` gaussians for ``splat``) or
-                gaussians (``splat`` only).
-            fmt: ``glb``, ``obj``, ``ply`` (mesh files) or ``splat`` (validator splat PLY).
-            up: splat up-axis convention, ``+y`` or ``-y``; mesh files are always +Y up.
-
-        Returns:
-            ``ExportedFile`` with bytes, media type, extension and wall time.
+            asset: ``image_to_3d``'s result (its mesh, or its gaussians for a splat), a baked
+                ``TexturedMesh``, or a bare mesh (sampled into ``splat_count`` gaussians for a splat).
+            fmt: a key of ``gen3d.formats.FORMATS``.
+            up: splat up-axis convention; mesh files are always +Y up.
+            mesh: the request's mesh options (None for a splat).
 
         Raises:
-            InputError: unknown ``fmt``/``up``, or gaussians asked for as a mesh format.
-            StageOutputError: empty or non-finite asset.
+            StageOutputError: an empty or non-finite asset.
         """
-        start = time.perf_counter()
-        if fmt not in FORMATS:
-            raise InputError("format", f"expected one of {list(FORMATS)}, got {fmt!r}")
-        check_up(up)
-        data = self._splat_bytes(asset, up) if fmt == "splat" else self._mesh_bytes(asset, fmt)
-        media_type, extension = FORMATS[fmt]
-        return ExportedFile(data=data, media_type=media_type, extension=extension, seconds=time.perf_counter() - start)
+        entry = get_format(fmt)
+        if entry.product == "gaussians":
+            kind, texture, source = entry.file_kind("vertex"), "vertex", self._gaussians(asset)
+        elif mesh is None:
+            raise ValueError(f"export: format {fmt} needs mesh options")
+        elif isinstance(asset, TexturedMesh):
+            kind, texture, source = entry.file_kind("uv"), "uv", asset
+        else:
+            kind, texture, source = entry.file_kind("vertex"), "vertex", surface(self._mesh_of(asset), mesh.faces)
+        data = entry.writers[texture](source, up, mesh.normalize if mesh is not None else True)
+        faces = None if entry.product == "gaussians" else len(source.faces)
+        return ExportedFile(data, kind.media_type, kind.extension, faces)
 
-    def _mesh_bytes(self, asset: MeshAsset | Gaussians, fmt: str) -> bytes:
-        if not isinstance(asset, MeshAsset):
-            raise InputError("format", f"{fmt} needs a mesh, got {type(asset).__name__}; use 'splat' for gaussians")
-        check_mesh(asset)
-        mesh = asset
-        if self.cfg.max_faces is not None and len(mesh.faces) > self.cfg.max_faces:
-            mesh = decimate(mesh, self.cfg.max_faces)
-            logger.info("decimated %d -> %d faces", len(asset.faces), len(mesh.faces))
-        mesh = orient_mesh(mesh, "+y")
-        alpha = np.full((len(mesh.vertices), 1), 255, dtype=np.uint8)
-        tm = trimesh.Trimesh(
-            vertices=mesh.vertices.astype(np.float64),
-            faces=mesh.faces,
-            vertex_colors=np.concatenate([mesh.vertex_colors.astype(np.uint8), alpha], axis=1),
-            process=False,
-        )
-        data = tm.export(file_type=fmt)
-        return data.encode("utf-8") if isinstance(data, str) else data
+    @staticmethod
+    def _mesh_of(asset: Asset3D | MeshAsset) -> MeshAsset:
+        return asset.mesh if isinstance(asset, Asset3D) else asset
 
-    def _splat_bytes(self, asset: MeshAsset | Gaussians, up: UpAxis) -> bytes:
-        if isinstance(asset, MeshAsset):
-            check_mesh(asset)
-            asset = mesh_to_gaussians(asset, self.cfg.splat_count)
-        check_gaussians(asset)
-        if len(asset) < MIN_SPLAT_COUNT:
-            logger.warning("splat has %d gaussians; validators reject fewer than %d", len(asset), MIN_SPLAT_COUNT)
-        return write_splat_ply(normalise_gaussians(orient_gaussians(asset, up)))
+    def _gaussians(self, asset: Asset3D | MeshAsset | TexturedMesh) -> Gaussians:
+        """The asset's gaussians, or ``splat_count`` of them sampled on its mesh; checked."""
+        gaussians = asset.gaussians if isinstance(asset, Asset3D) else None
+        if gaussians is None:
+            source = self._mesh_of(asset)
+            check_mesh(source)
+            gaussians = mesh_to_gaussians(source, self.cfg.splat_count)
+        check_gaussians(gaussians)
+        if len(gaussians) < MIN_SPLAT_COUNT:
+            logger.warning("splat has %d gaussians; validators reject fewer than %d", len(gaussians), MIN_SPLAT_COUNT)
+        return gaussians

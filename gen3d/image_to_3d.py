@@ -1,30 +1,60 @@
-"""``image_to_3d`` stage: prepared image -> TripoSR scene code -> mesh (+ surface gaussians).
+"""``image_to_3d`` stage: prepared image -> TripoSR scene code -> mesh (+ surface gaussians), and
+the texture bake that needs the scene code on the GPU.
 
-In the random-weight modes (``tiny``, ``random``) the weights are random, so a sphere is
-planted in the field (``plant_sphere_in_weights``). The matrices keep their sizes and the FLOPs stay
+In the random-weight modes (``tiny``, ``random``) the weights are random, so a surface is
+planted in the field (``gen3d.triposr.planted``). The matrices keep their sizes and the FLOPs stay
 the real ones. Meshes are then closed, object-like surfaces, so the timings of marching and
 export are representative and the tests get valid files. Such outputs are demos and are
 labelled as such.
 """
 
 import logging
-import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from gen3d.config import ImageTo3DConfig
 from gen3d.devices import TORCH_DTYPES, cap_memory_gib, resolve_device
-from gen3d.errors import InputError, StageOutputError
-from gen3d.results import Asset3D
+from gen3d.errors import StageOutputError
+from gen3d.formats import Product
+from gen3d.mesh.bake import bake_texture
+from gen3d.results import Asset3D, TexturedMesh, Unwrapped
 from gen3d.splat.from_mesh import gaussians_from_samples, sample_surface
 from gen3d.triposr import TripoSR, TripoSRConfig
 from gen3d.triposr.planted import plant_sphere_in_weights
+from gen3d.triposr.planted_demo import plant_demo_in_weights
 
 logger = logging.getLogger(__name__)
 
+
+@dataclass(frozen=True)
+class ShapeRequest:
+    """What one request needs from the stage.
+
+    Attributes:
+        product: ``mesh``, or ``gaussians`` sampled on the mesh (a splat).
+        resolution: marching-cubes grid points per axis.
+        keep_scene_code: hand the scene code on for a later ``bake``.
+        seed: seed of the surface sampling (splats).
+    """
+
+    product: Product
+    resolution: int
+    keep_scene_code: bool = False
+    seed: int = 0
+
+
+def warm_up_image(size: int) -> np.ndarray:
+    """(size, size, 3) uint8: a red-brown disc centred on TripoSR's grey 0.5 backdrop."""
+    rows, cols = np.mgrid[:size, :size]
+    image = np.full((size, size, 3), 127, np.uint8)
+    image[(rows - size / 2) ** 2 + (cols - size / 2) ** 2 < (size / 3) ** 2] = (200, 60, 40)
+    return image
+
+
 class ImageTo3D:
-    """TripoSR on one device: conditioning image -> ``Asset3D``.
+    """TripoSR on one device: conditioning image -> ``Asset3D``; UV mesh -> baked texture.
 
     Args:
         model: a TripoSR in eval mode on ``device``.
@@ -39,7 +69,7 @@ class ImageTo3D:
 
     @classmethod
     def from_config(cls, cfg: ImageTo3DConfig) -> "ImageTo3D":
-        """Load (``real``) or build (``tiny``/``random``, with the planted demo sphere) the model."""
+        """Load (``real``) or build (``tiny``/``random``, with the planted demo surface) the model."""
         if cfg.precision not in TORCH_DTYPES:
             raise ValueError(f"image_to_3d.precision: expected one of {sorted(TORCH_DTYPES)}, got {cfg.precision!r}")
         dtype = TORCH_DTYPES[cfg.precision]
@@ -51,8 +81,12 @@ class ImageTo3D:
             arch = TripoSRConfig.tiny() if cfg.mode == "tiny" else TripoSRConfig.official()
             torch.manual_seed(0)
             model = TripoSR.from_config(arch, dtype=dtype, device=device)
-            plant_sphere_in_weights(model)
-            logger.warning("image_to_3d: %s TripoSR with random weights and a planted sphere (demo output)", cfg.mode)
+            if cfg.mode == "tiny":
+                plant_demo_in_weights(model)  # lifts the input's silhouette and colours: demos differ by input
+            else:
+                plant_sphere_in_weights(model)  # full size, for timing: the same sphere whatever the input
+            logger.warning("image_to_3d: %s TripoSR with random weights and a planted field (demo output)", cfg.mode)
+        logger.info("image_to_3d: %s TripoSR (%s) on %s", cfg.mode, cfg.precision, device)
         return cls(model.eval(), cfg, device)
 
     @property
@@ -62,46 +96,55 @@ class ImageTo3D:
     def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
         """(S, S, 3) uint8 -> (1, S, S, 3) float in [0, 1] on the device; the model resizes."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError("image", f"expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(image)).to(self.device).float().div_(255.0)[None]
+            raise ValueError(f"image: expected (H, W, 3) uint8 from the background stage, got {image.shape} {image.dtype}")
+        # A copy: arrays that arrive through Ray are read-only, which torch.from_numpy warns about.
+        return torch.tensor(image, device=self.device).float().div_(255.0)[None]
 
     @torch.inference_mode()
-    def generate(self, image: np.ndarray, splat: bool = False, seed: int = 0) -> Asset3D:
+    def generate(self, image: np.ndarray, request: ShapeRequest) -> Asset3D:
         """Lift one prepared image to 3D.
 
         Args:
             image: (S, S, 3) uint8, as the ``background`` stage prepares it.
-            splat: also sample surface gaussians coloured by the colour field.
-            seed: seed of the surface sampling.
+            request: what to produce (mesh resolution, gaussians, the scene code for a bake).
 
         Returns:
-            ``Asset3D`` with the mesh in TripoSR's frame (z up) and optional gaussians.
+            ``Asset3D`` with the mesh in TripoSR's frame (z up), plus gaussians or the scene code
+            as requested.
         """
-        start = time.perf_counter()
-        timings = {}
         scene_code = self.model(self._image_tensor(image))
-        timings["scene_code"] = self._lap(start)
         mesh = self.model.extract_mesh(
-            scene_code, resolution=self.cfg.mc_resolution, threshold=self.cfg.mc_threshold, chunk=self.cfg.query_chunk
+            scene_code, resolution=request.resolution, threshold=self.cfg.mc_threshold, chunk=self.cfg.query_chunk
         )
-        timings["mesh"] = self._lap(start) - timings["scene_code"]
         gaussians = None
-        if splat:
-            samples = sample_surface(mesh, self.cfg.splat_count, seed=seed)
+        if request.product == "gaussians":
+            samples = sample_surface(mesh, self.cfg.splat_count, seed=request.seed)
             points = torch.from_numpy(samples.points).to(self.device)
             colors = self.model.query(scene_code, points, chunk=self.cfg.query_chunk)["color"].cpu().numpy()
             if not np.isfinite(colors).all():
                 raise StageOutputError("colour field is not finite at the surface")
-            gaussians = gaussians_from_samples(samples, colors=colors)
-            timings["splat"] = self._lap(start) - timings["mesh"] - timings["scene_code"]
-        return Asset3D(mesh, gaussians, time.perf_counter() - start, timings)
+            gaussians = gaussians_from_samples(samples, colors=colors, seed=request.seed)
+        kept = scene_code[0].to(torch.float16).cpu().numpy() if request.keep_scene_code else None
+        return Asset3D(mesh, gaussians, kept)
 
-    def _lap(self, start: float) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - start
+    @torch.inference_mode()
+    def bake(self, unwrapped: Unwrapped) -> TexturedMesh:
+        """Bake the colour field of ``unwrapped.scene_code`` into the atlas of ``unwrapped.mesh``.
+
+        Each covered texel is coloured by querying the field at its surface point, so the
+        texture holds detail between vertices that vertex colours cannot.
+        """
+        code = torch.from_numpy(unwrapped.scene_code).to(self.device)
+
+        def color_fn(points: torch.Tensor) -> torch.Tensor:
+            return self.model.query(code, points, chunk=self.cfg.query_chunk)["color"]
+
+        return bake_texture(unwrapped.mesh, color_fn, self.device)
 
     def warmup(self) -> None:
-        """One full pass (mesh and splat) so the first request pays no allocation or kernel-selection cost."""
-        grey = np.full((self.cond_size, self.cond_size, 3), 127, dtype=np.uint8)
-        self.generate(grey, splat=True)
+        """A full pass (mesh and splat) so the first request pays no allocation or kernel-selection cost.
+
+        The image holds an object (a disc on the grey backdrop): a plain grey image can give an
+        empty surface, and a replica would then fail to start.
+        """
+        self.generate(warm_up_image(self.cond_size), ShapeRequest("gaussians", self.cfg.mc_resolution))

@@ -149,18 +149,24 @@ def decode_base64_image(text: str, max_bytes: int, max_pixels: int, min_side: in
         raise InputError("image", f"expected base64 text, got {type(text).__name__}", status=400)
     # Refuse huge strings before any regex or copy touches them (4 chars per 3 bytes + URL prefix).
     if len(text) > 4 * (max_bytes // 3 + 1) + 256:
-        raise InputError(
-            "image", f"expected at most {max_bytes} bytes of image, got {len(text)} characters of text", status=413
-        )
+        raise InputError("image", _too_large(len(text) * 3 // 4, max_bytes), status=413)
     payload = _strip_data_url(text.strip())
     decoded_size = len(payload) // 4 * 3 - payload[-2:].count("=")
     if decoded_size > max_bytes:
-        raise InputError("image", f"expected at most {max_bytes} bytes of image, got about {decoded_size}", status=413)
+        raise InputError("image", _too_large(decoded_size, max_bytes), status=413)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as error:
         raise InputError("image", f"expected standard padded base64, got invalid text ({error})", status=400) from error
     return decode_image(data, max_pixels=max_pixels, min_side=min_side)
+
+
+def _too_large(size: int, limit: int) -> str:
+    """The 413 message: sizes in MiB and the setting that sets the limit."""
+    return (
+        f"is about {size / 2**20:.1f} MiB of image, over the upload limit of {limit / 2**20:.1f} MiB "
+        "(service setting max_upload_bytes)"
+    )
 
 
 def _strip_data_url(text: str) -> str:
@@ -270,19 +276,24 @@ def composite_on_grey(rgba: np.ndarray, grey: float = GREY) -> np.ndarray:
     return pixels[:, :, :3] * alpha + grey * (1.0 - alpha)
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize a float (N, N, 3) [0, 1] image to uint8 (size, size, 3).
+def resize_square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Resize a float (N, N, C) [0, 1] image to uint8 (size, size, C).
 
     PIL's bilinear filter widens its support when shrinking, so downscaling is antialiased.
     Channels are resized in float so the result is quantised once.
     """
     channels = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(rgb[:, :, c], dtype=np.float32)).resize(
+        np.asarray(Image.fromarray(np.ascontiguousarray(pixels[:, :, c], dtype=np.float32)).resize(
             (size, size), Image.Resampling.BILINEAR
         ))
-        for c in range(3)
+        for c in range(pixels.shape[2])
     ]
     return np.rint(np.clip(np.stack(channels, axis=2), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def centred_square(rgba: np.ndarray, foreground_ratio: float) -> np.ndarray:
+    """Crop to the object, pad to a centred square and pad again so it spans ``foreground_ratio``."""
+    return pad_to_ratio(pad_to_square(crop_to_alpha(rgba)), foreground_ratio)
 
 
 def prepare_conditioning_image(rgba: np.ndarray, size: int, foreground_ratio: float) -> np.ndarray:
@@ -296,5 +307,13 @@ def prepare_conditioning_image(rgba: np.ndarray, size: int, foreground_ratio: fl
     Returns:
         (size, size, 3) uint8 RGB, object centred on grey 0.5.
     """
-    square = pad_to_ratio(pad_to_square(crop_to_alpha(rgba)), foreground_ratio)
-    return resize_square(composite_on_grey(square), size)
+    return resize_square(composite_on_grey(centred_square(rgba, foreground_ratio)), size)
+
+
+def prepare_cutout(rgba: np.ndarray, size: int, foreground_ratio: float) -> np.ndarray:
+    """The cut-out as the model sees it, before the grey backdrop: (size, size, 4) uint8 RGBA.
+
+    Same crop, centring and scale as ``prepare_conditioning_image``, so a viewer can show what
+    TripoSR was given with the background still transparent.
+    """
+    return resize_square(centred_square(rgba, foreground_ratio).astype(np.float32) / 255.0, size)

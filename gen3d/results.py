@@ -1,4 +1,8 @@
-"""Frozen results passed between stages. Arrays are numpy so they cross process boundaries cheaply."""
+"""Frozen results passed between stages. Arrays are numpy so they cross process boundaries cheaply.
+
+Results carry no timings: the deployment runtime times every stage call once
+(``deployments._runtime.StageRuntime``) and ``Traced`` carries those seconds to the client.
+"""
 
 from dataclasses import dataclass, field
 
@@ -11,11 +15,9 @@ class GeneratedImage:
 
     Attributes:
         image: (H, W, 3) uint8 RGB.
-        seconds: wall time of the stage.
     """
 
     image: np.ndarray
-    seconds: float
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,13 @@ class PreparedImage:
     Attributes:
         image: (S, S, 3) uint8 RGB, object centred on grey 0.5, filling ``foreground_ratio``.
         removed_background: whether rembg ran (False when the input already had transparency).
-        seconds: wall time of the stage.
+        cutout: (S, S, 4) uint8 RGBA, the same framing with the background transparent; only
+            when the caller asked for it (the job API shows it), else None.
     """
 
     image: np.ndarray
     removed_background: bool
-    seconds: float
+    cutout: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,53 @@ class MeshAsset:
     vertices: np.ndarray
     faces: np.ndarray
     vertex_colors: np.ndarray
+
+
+@dataclass(frozen=True)
+class UVMesh:
+    """A mesh unwrapped into a texture atlas, model frame, before its texture is baked.
+
+    Attributes:
+        vertices: (V, 3) float32; seam vertices are split, so one vertex has one UV.
+        faces: (F, 3) int64, counter-clockwise seen from outside.
+        uvs: (V, 2) float32 in [0, 1], glTF convention (u right, v down from the image's top row).
+        texture_size: side of the square atlas the UVs were packed for, in texels.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    texture_size: int
+
+
+@dataclass(frozen=True)
+class TexturedMesh:
+    """A ``UVMesh`` with its baked colour texture, model frame.
+
+    Attributes:
+        vertices: (V, 3) float32.
+        faces: (F, 3) int64.
+        uvs: (V, 2) float32 in [0, 1], glTF convention.
+        texture: (T, T, 3) uint8 RGB base colour, islands dilated into the gutters.
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    uvs: np.ndarray
+    texture: np.ndarray
+
+
+@dataclass(frozen=True)
+class Unwrapped:
+    """A ``UVMesh`` on its way to the bake, with the scene code whose colour field it needs.
+
+    Attributes:
+        mesh: the cleaned, decimated and unwrapped mesh, model frame.
+        scene_code: (3, C, H, W) float16 triplane from ``image_to_3d``.
+    """
+
+    mesh: UVMesh
+    scene_code: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -75,16 +125,15 @@ class Asset3D:
     """Output of ``image_to_3d``: the mesh, plus gaussians when a splat was asked for.
 
     Attributes:
-        mesh: the extracted mesh.
+        mesh: the extracted mesh (marching cubes, not yet cleaned or decimated).
         gaussians: surface gaussians coloured from the colour field, or None.
-        seconds: wall time of the stage.
-        timings: finer per-step seconds (``scene_code``, ``mesh``, ``splat``).
+        scene_code: (3, C, H, W) float16 triplane, kept only when a texture will be baked from
+            the colour field later (``image_to_3d``'s ``bake``), else None.
     """
 
     mesh: MeshAsset
-    gaussians: Gaussians | None
-    seconds: float
-    timings: dict[str, float] = field(default_factory=dict)
+    gaussians: Gaussians | None = None
+    scene_code: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -94,14 +143,14 @@ class ExportedFile:
     Attributes:
         data: the file.
         media_type: its MIME type.
-        extension: file extension without dot (``glb``, ``obj``, ``ply``).
-        seconds: wall time of the stage.
+        extension: file extension without dot (``glb``, ``obj``, ``ply``, ``zip``).
+        faces: triangle count of a mesh file, None for a splat.
     """
 
     data: bytes
     media_type: str
     extension: str
-    seconds: float
+    faces: int | None = None
 
 
 @dataclass(frozen=True)

@@ -4,21 +4,29 @@ Modes (``TextToImageConfig.mode``): ``real`` loads the public weights, ``tiny`` 
 random models on the CPU for tests, ``random`` builds the full-size architecture with random
 weights directly on the device for speed and memory measurements. All three run the same
 pipeline call, so precision, compile and attention settings behave identically.
+
+Start-up (``from_config`` then ``warmup``) is timed phase by phase in ``startup_s``. Compiled
+code goes to the persistent, versioned cache of ``gen3d.compile_cache`` when the config names
+one; fp8 weights may be held as plain tensors (``gen3d.float8_linear``) instead of torchao's
+tensor subclass, with the same outputs. Once warm, a request that would compile raises instead.
 """
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers import FluxPipeline
 
-from gen3d.api import check_prompt, check_seed, check_text_settings
+from gen3d.compile_cache import open_compile_cache
 from gen3d.config import TextToImageConfig
 from gen3d.cuda_graphs import graph_method_, ungraph_method_
 from gen3d.devices import TORCH_DTYPES, cap_memory_gib, peak_memory_bytes, reset_peak_memory, resolve_device
-from gen3d.errors import InputError, StageOutputError, WeightsUnavailableError
+from gen3d.errors import StageOutputError, WeightsUnavailableError
+from gen3d.float8_linear import unwrap_float8_
 from gen3d.flux_components import (
     build_components,
     check_float8_support,
@@ -46,11 +54,21 @@ def check_precision_support(cfg: TextToImageConfig, device: torch.device) -> Non
         raise ValueError(f"cuda_graphs: CUDA graphs need a CUDA device, got device {device}; set cuda_graphs: false")
 
 
+def set_kernel_tuning(enabled: bool) -> None:
+    """Switch inductor's coordinate-descent tuning of Triton kernels (process-wide, read at compile time).
+
+    torchao switches it on whenever it quantises; the stage's ``kernel_tuning`` setting decides.
+    """
+    torch._inductor.config.coordinate_descent_tuning = enabled
+    torch._inductor.config.coordinate_descent_check_all_directions = enabled
+
+
 def compile_pipeline_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
     """torch.compile the transformer's repeated blocks, and T5 and the VAE decoder as configured.
 
     Graphs are static per image size and are compiled by ``TextToImage.warmup``.
     """
+    set_kernel_tuning(cfg.kernel_tuning)
     # Single blocks take two graphs per size (their first input is a strided view), so lift
     # dynamo's limit to fit every allowed (width, height) pair instead of silently falling back to eager.
     shapes = len(cfg.allowed_sizes) ** 2
@@ -162,25 +180,68 @@ def load_pretrained_pipeline(cfg: TextToImageConfig, device: torch.device) -> Fl
         raise WeightsUnavailableError(f"text_to_image: cannot download {cfg.repo} ({err}); {fetch_hint(cfg.repo)}") from err
     if device_map is None:
         pipe.to(device)
+    # As the random builds are: no autograd state, and compiled graphs keyed like theirs.
+    for model in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+        model.requires_grad_(False)
     return pipe
+
+
+def float8_components(pipe: FluxPipeline, cfg: TextToImageConfig) -> list[torch.nn.Module]:
+    """The pipeline's models the config puts in fp8: the transformer and/or T5."""
+    chosen = ((pipe.transformer, cfg.precision), (pipe.text_encoder_2, cfg.text_encoder_precision))
+    return [module for module, precision in chosen if precision == "fp8"]
 
 
 def quantize_pipeline_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
     """Apply the config's fp8 settings in place to a pipeline built from random weights."""
-    if cfg.precision == "fp8":
-        quantize_float8_(pipe.transformer)
-    if cfg.text_encoder_precision == "fp8":
-        quantize_float8_(pipe.text_encoder_2)
+    for module in float8_components(pipe, cfg):
+        quantize_float8_(module)
+
+
+def plain_float8_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
+    """With ``fp8_weights: plain``, move torchao's fp8 weights into plain-tensor ``Float8Linear`` layers."""
+    if cfg.fp8_weights == "plain":
+        for module in float8_components(pipe, cfg):
+            unwrap_float8_(module)
+
+
+#: How much the tiny demo amplifies the prompt's pooled embedding (see ``amplify_prompt_``).
+TINY_PROMPT_GAIN = 10.0
+
+
+def amplify_prompt_(pipe: FluxPipeline, gain: float = TINY_PROMPT_GAIN) -> None:
+    """Scale the transformer's pooled-text projection so a tiny random model's image follows the prompt.
+
+    At random init the pooled CLIP embedding barely moves the tiny transformer (the mean pixel
+    change between two prompts was 1.3-1.8 / 255 against 37 between two seeds), so two demo
+    prompts gave near-identical assets; scaled by ``gain`` it moves the image visibly (13-18 / 255).
+    Demo weights only: the full-size random and real models are left as they are.
+    """
+    embedder = pipe.transformer.time_text_embed.text_embedder.linear_2
+    with torch.no_grad():
+        embedder.weight.mul_(gain)
+        embedder.bias.mul_(gain)
 
 
 def random_pipeline(cfg: TextToImageConfig, device: torch.device) -> FluxPipeline:
-    """A FluxPipeline with seeded random weights (``tiny`` or full size), already in its precision."""
+    """A FluxPipeline with seeded random weights (``tiny`` or full size) in the base dtype, not yet fp8."""
     size = "tiny" if cfg.mode == "tiny" else "full"
     components = build_components(size, device, DTYPES[cfg.precision], seed=cfg.seed)
     # The config guarantees the text encoders share this base dtype, so one build dtype serves all.
     pipe = FluxPipeline(**components)
-    quantize_pipeline_(pipe, cfg)
+    if cfg.mode == "tiny":
+        amplify_prompt_(pipe)
     return pipe
+
+
+@contextlib.contextmanager
+def timed(phases: dict[str, float], name: str, device: torch.device) -> Iterator[None]:
+    """Add the seconds of the enclosed start-up phase, its GPU work finished, to ``phases[name]``."""
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
 
 
 def cap_serving_memory(device: torch.device, gib: float | None) -> None:
@@ -225,6 +286,9 @@ class TextToImage:
         self.pipe = pipe
         self.cfg = cfg
         self.device = device
+        #: Seconds per start-up phase (``weights``, ``fp8``, ``warmup``...), for logs and benchmarks.
+        self.startup_s: dict[str, float] = {}
+        self._warm = False
         # A service logs per request; the per-step progress bar would only flood the logs.
         pipe.set_progress_bar_config(disable=True)
         if cfg.attention_backend is not None:
@@ -247,54 +311,64 @@ class TextToImage:
         device = resolve_device(cfg.device)
         check_precision_support(cfg, device)
         check_attention_backend(cfg.attention_backend)
-        start = time.perf_counter()
-        if cfg.mode == "real":
-            pipe = load_pretrained_pipeline(cfg, device)
-        else:
-            pipe = random_pipeline(cfg, device)
-        logger.info("text_to_image: %s pipeline ready on %s in %.1f s", cfg.mode, device, time.perf_counter() - start)
+        phases: dict[str, float] = {}
+        if cfg.compile and cfg.compile_cache_dir is not None:
+            with timed(phases, "compile_cache", device):
+                open_compile_cache(cfg.compile_cache_dir, device)
+        # Real weights become fp8 while diffusers loads them; random ones are quantised afterwards.
+        with timed(phases, "weights", device):
+            pipe = load_pretrained_pipeline(cfg, device) if cfg.mode == "real" else random_pipeline(cfg, device)
+        with timed(phases, "fp8", device):
+            if cfg.mode != "real":
+                quantize_pipeline_(pipe, cfg)
+            plain_float8_(pipe, cfg)
+        logger.info("text_to_image: %s pipeline ready on %s in %.1f s", cfg.mode, device, sum(phases.values()))
         # The cap bounds serving, not loading: random fp8 passes through the bf16 weights first.
         cap_serving_memory(device, cfg.gpu_memory_gib)
-        return cls(pipe, cfg, device)
+        stage = cls(pipe, cfg, device)
+        stage.startup_s.update(phases)
+        return stage
 
-    def check_inputs(
-        self, prompt: str, seed: int, steps: int | None, width: int | None, height: int | None
-    ) -> tuple[int, int, int]:
-        """Validate a request and fill defaults.
-
-        Returns:
-            ``(steps, width, height)`` with the config's defaults for None.
+    def check_request(self, steps: int, width: int, height: int) -> None:
+        """Refuse settings outside the preset: the API edge checks requests, so reaching here is a bug.
 
         Raises:
-            InputError: naming the field, what was expected and what was got.
+            ValueError: naming the setting and the allowed values.
         """
-        if not isinstance(prompt, str):
-            raise InputError("prompt", f"expected text, got {type(prompt).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InputError("seed", f"expected an integer, got {seed!r}")
-        check_prompt(prompt, self.cfg.max_prompt_chars)
-        check_seed(seed)
-        return check_text_settings(self.cfg, steps, width, height)
+        for name, value, allowed in (
+            ("steps", steps, self.cfg.allowed_steps),
+            ("width", width, self.cfg.allowed_sizes),
+            ("height", height, self.cfg.allowed_sizes),
+        ):
+            if value not in allowed:
+                raise ValueError(f"text_to_image: {name} {value!r} is not one of the preset's {allowed}")
 
-    def generate(
-        self, prompt: str, seed: int, steps: int | None = None, width: int | None = None, height: int | None = None
-    ) -> GeneratedImage:
+    def generate(self, prompt: str, seed: int, steps: int, width: int, height: int) -> GeneratedImage:
         """Generate one image; the same prompt and seed give the same image on the same machine.
 
+        The HTTP edge has validated the values (prompt length, seed range, allowed settings).
+
         Args:
-            prompt: the text, at most ``max_prompt_chars`` characters.
-            seed: in [0, 2**32 - 1]; seeds the initial latent noise.
-            steps: denoising steps (default ``cfg.steps``), one of ``allowed_steps``.
-            width: pixels (default ``cfg.width``), one of ``allowed_sizes``.
-            height: pixels (default ``cfg.height``), one of ``allowed_sizes``.
+            prompt: the text.
+            seed: seeds the initial latent noise.
+            steps: denoising steps, one of ``allowed_steps``.
+            width: pixels, one of ``allowed_sizes``.
+            height: pixels, one of ``allowed_sizes``.
 
         Returns:
-            The (height, width, 3) uint8 image and the wall time.
+            The (height, width, 3) uint8 image.
+
+        Raises:
+            ValueError: settings outside the preset.
+            StageOutputError: a non-finite image.
         """
-        steps, width, height = self.check_inputs(prompt, seed, steps, width, height)
+        self.check_request(steps, width, height)
         start = time.perf_counter()
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        with torch.inference_mode():
+        # After warm-up every allowed shape is compiled, so a compile now would be a bug.
+        no_compile = self._warm and self.cfg.fail_on_recompile
+        stance = torch.compiler.set_stance("fail_on_recompile") if no_compile else contextlib.nullcontext()
+        with torch.inference_mode(), stance:
             output = self.pipe(
                 prompt=prompt,
                 num_inference_steps=steps,
@@ -309,15 +383,21 @@ class TextToImage:
         image = to_uint8(output.images[0])
         seconds = time.perf_counter() - start
         logger.debug("text_to_image: %dx%d, %d steps in %.3f s", width, height, steps, seconds)
-        return GeneratedImage(image=image, seconds=seconds)
+        return GeneratedImage(image=image)
 
     def warmup(self) -> None:
         """Run every allowed (width, height, steps) once so no request pays compile, capture or lazy-init cost."""
         for width in self.cfg.allowed_sizes:
             for height in self.cfg.allowed_sizes:
                 for steps in self.cfg.allowed_steps:
-                    result = self.generate("warm-up", seed=0, steps=steps, width=width, height=height)
-                    logger.info("text_to_image warm-up %dx%d, %d steps: %.2f s", width, height, steps, result.seconds)
+                    start = time.perf_counter()
+                    self.generate("warm-up", seed=0, steps=steps, width=width, height=height)
+                    seconds = time.perf_counter() - start
+                    logger.info("text_to_image warm-up %dx%d, %d steps: %.2f s", width, height, steps, seconds)
+                    self.startup_s["warmup"] = self.startup_s.get("warmup", 0.0) + seconds
+        self._warm = True
+        phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.startup_s.items())
+        logger.info("text_to_image: warm after %s", phases)
 
     def peak_memory_bytes(self) -> int:
         """Peak torch-allocated bytes on the stage's GPU since the pipeline was ready (0 on CPU)."""

@@ -14,13 +14,13 @@ Graph, for a normalised input ``x`` of shape (B, 3, H, W) (rembg feeds 320x320):
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from gen3d.u2net_onnx import write_onnx_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def build_tiny_segmentation_model() -> onnx.ModelProto:
 def write_tiny_segmentation_model(path: str | Path) -> Path:
     """Write the tiny model to ``path`` unless an identical file is already there.
 
-    The write is atomic (temporary file, then rename) so replicas starting together never read a
+    The write is atomic (``write_onnx_atomically``), so replicas starting together never read a
     half-written file.
 
     Args:
@@ -109,20 +109,11 @@ def write_tiny_segmentation_model(path: str | Path) -> Path:
         The destination path.
     """
     path = Path(path)
-    data = build_tiny_segmentation_model().SerializeToString()
+    model = build_tiny_segmentation_model()
+    data = model.SerializeToString()
     if path.is_file() and path.read_bytes() == data:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        # mkstemp creates owner-only files; replicas running as other users must read this one.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_onnx_atomically(model, path)
     logger.info("wrote tiny segmentation model to %s (sha256 %s)", path, hashlib.sha256(data).hexdigest()[:12])
     return path
 

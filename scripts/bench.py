@@ -3,7 +3,9 @@
 ``python scripts/bench.py --url http://127.0.0.1:8093 -n 20 --concurrency 8 --sweep 1,2,4,8,16``
 
 Sends text prompts one at a time (sequential), then from C client threads sharing one queue
-(concurrent), then once per extra ``--sweep`` value. Per request it records the client's latency,
+(concurrent), then once per extra ``--sweep`` value. ``--body '{"texture": "vertex"}'`` adds
+fields to every request; ``--jobs`` submits each as a job (``POST /jobs``) and times it until
+its event stream says done, to measure the job path against ``/generate``. Per request it records the client's latency,
 the service's own stage seconds (its ``Server-Timing`` header), the file size and the status.
 Writes ``bench.json``, ``bench.md`` and ``bench.png`` to ``--out`` (default: $OUT, else ./out).
 Failed requests are counted and shown; they never stop the run.
@@ -34,6 +36,8 @@ COLUMNS = (
     ("FLUX", "text_to_image"),
     ("BG", "background"),
     ("3D", "image_to_3d"),
+    ("Remesh", "remesh"),
+    ("Bake", "bake"),
     ("Export", "export"),
 )
 STATS = ("median", "p95", "mean")
@@ -101,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prompts", type=Path, help="text file, one prompt a line (default: five built-in prompts)")
     parser.add_argument("-n", type=int, default=len(DEFAULT_PROMPTS), help="requests per run (prompts cycle)")
     parser.add_argument("--format", choices=OUTPUT_FORMATS, default="glb")
+    parser.add_argument("--body", type=json.loads, default={}, help="JSON object of extra request fields")
+    parser.add_argument("--jobs", action="store_true", help="submit jobs and time them to done instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=8, help="client threads of the concurrent run")
     parser.add_argument("--sweep", default="1,2,4,8,16", help="comma-separated concurrencies for the plot")
@@ -146,10 +152,37 @@ def send_one(client: httpx.Client, body: dict, mode: str, index: int) -> Request
     return RequestResult(mode, index, prompt, 200, latency, stages, len(response.content))
 
 
+def job_until_done(client: httpx.Client, body: dict) -> dict:
+    """Submit a job and follow its event stream to the end; return its last state."""
+    submitted = client.post("/jobs", json=body)
+    submitted.raise_for_status()
+    state: dict = {}
+    with client.stream("GET", f"{submitted.json()['status_url']}/events") as events:
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                state = json.loads(line[6:])
+    return state
+
+
+def send_job(client: httpx.Client, body: dict, mode: str, index: int) -> RequestResult:
+    """One job from submit to done (the asset not downloaded); failures become results."""
+    start = time.perf_counter()
+    try:
+        state = job_until_done(client, body)
+    except httpx.HTTPError as exc:
+        return RequestResult(mode, index, body["prompt"], 0, time.perf_counter() - start, error=str(exc)[:200])
+    latency = time.perf_counter() - start
+    if state.get("status") != "done":
+        return RequestResult(mode, index, body["prompt"], 500, latency, error=str(state.get("error"))[:200])
+    stages = {**state["timings"], "total": latency}
+    return RequestResult(mode, index, body["prompt"], 200, latency, stages, state["asset"]["bytes"])
+
+
 def run_requests(
-    client: httpx.Client, bodies: list[dict], mode: str, concurrency: int, progress: tqdm
+    client: httpx.Client, bodies: list[dict], mode: str, concurrency: int, progress: tqdm, jobs: bool = False
 ) -> RunResult:
-    """Send ``bodies`` from ``concurrency`` threads pulling from one shared queue."""
+    """Send ``bodies`` from ``concurrency`` threads pulling from one shared queue (as jobs if asked)."""
+    send = send_job if jobs else send_one
     pending: queue.SimpleQueue[tuple[int, dict]] = queue.SimpleQueue()
     for item in enumerate(bodies):
         pending.put(item)
@@ -162,7 +195,7 @@ def run_requests(
                 index, body = pending.get_nowait()
             except queue.Empty:
                 return
-            result = send_one(client, body, mode, index)
+            result = send(client, body, mode, index)
             with lock:
                 results.append(result)
             progress.update()
@@ -253,7 +286,8 @@ def render_markdown(
 ) -> str:
     """The whole markdown report: both per-request tables, then throughput."""
     sections = [
-        f"# gen3d benchmark: {args.url}, format {args.format}, {args.n} requests per run",
+        f"# gen3d benchmark: {args.url}, {'jobs' if args.jobs else '/generate'}, format {args.format} "
+        f"{json.dumps(args.body) if args.body else ''}, {args.n} requests per run",
         "Stage columns are the service's own `Server-Timing` seconds (FLUX = text_to_image).",
         "## Sequential",
         markdown_table(sequential),
@@ -272,7 +306,7 @@ def report_json(
     runs = {run.mode: run for run in (sequential, concurrent, *sweep)}
     return {
         "config": {
-            "url": args.url, "format": args.format, "n": args.n, "seed": args.seed,
+            "url": args.url, "format": args.format, "body": args.body, "jobs": args.jobs, "n": args.n, "seed": args.seed,
             "concurrency": args.concurrency, "sweep": args.sweep, "warmup": args.warmup,
         },
         "runs": {
@@ -318,13 +352,13 @@ def sweep_runs(
 ) -> list[RunResult]:
     """One run per ``--sweep`` value; 1 and ``--concurrency`` reuse the runs already measured."""
     known = {1: sequential, args.concurrency: concurrent}
-    return [known.get(c) or run_requests(client, bodies, f"sweep-{c}", c, progress) for c in args.sweep]
+    return [known.get(c) or run_requests(client, bodies, f"sweep-{c}", c, progress, args.jobs) for c in args.sweep]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     prompts = load_prompts(args.prompts, args.n)
-    bodies = [{"prompt": p, "seed": args.seed, "format": args.format} for p in prompts]
+    bodies = [{"prompt": p, "seed": args.seed, "format": args.format, **args.body} for p in prompts]
     extra = [c for c in args.sweep if c not in (1, args.concurrency)]
     headers = {"X-API-Key": args.api_key} if args.api_key else {}
     limits = httpx.Limits(max_connections=max([args.concurrency, *args.sweep]))
@@ -332,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout, limits=limits) as client,
         tqdm(total=args.warmup + args.n * (2 + len(extra)), desc="requests", unit="req") as progress,
     ):
-        warm = run_requests(client, [bodies[i % len(bodies)] for i in range(args.warmup)], "warmup", 1, progress)
-        sequential = run_requests(client, bodies, "sequential", 1, progress)
-        concurrent = run_requests(client, bodies, "concurrent", args.concurrency, progress)
+        warm = run_requests(client, [bodies[i % len(bodies)] for i in range(args.warmup)], "warmup", 1, progress, args.jobs)
+        sequential = run_requests(client, bodies, "sequential", 1, progress, args.jobs)
+        concurrent = run_requests(client, bodies, "concurrent", args.concurrency, progress, args.jobs)
         sweep = sweep_runs(client, bodies, args, sequential, concurrent, progress)
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(args, sequential, concurrent, sweep)

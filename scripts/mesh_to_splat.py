@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import trimesh
 
-from gen3d.config import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT, ExportConfig
+from gen3d.config import ExportConfig
+from gen3d.splat.validate import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT
 from gen3d.export import Exporter
 from gen3d.orientation import FLIP_ABOUT_X, Y_UP_FROM_MODEL, rotate_points
 from gen3d.results import MeshAsset

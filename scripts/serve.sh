@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Fresh machine -> running service: set up .venv, then `serve run` a config (default: the
-# production one-GPU graph). Without a CUDA GPU it stops at once and names the CPU demo config.
+# Fresh machine -> running service: set up .venv (again only when pyproject.toml or setup.sh
+# changed), then `gen3d serve CONFIG` (default: the production one-GPU graph). Its pre-flight reads
+# the devices and weights CONFIG needs and stops at once, with one message, on a machine that
+# cannot run it (no CUDA GPU: it names configs/serve_tiny.yaml); otherwise it starts `serve run`.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 config="${1:-serve_config.yaml}"
-if [ "$config" != "configs/serve_tiny.yaml" ] && ! nvidia-smi >/dev/null 2>&1; then
-  echo "No CUDA GPU found: $config needs one (it keeps FLUX and TripoSR resident on a 24 GB card)." >&2
-  echo "For a CPU demo with tiny random-weight models (not real assets) run:" >&2
-  echo "  bash scripts/serve.sh configs/serve_tiny.yaml" >&2
-  exit 2
+# A relative CONFIG is the caller's, so resolve it before moving to the checkout.
+case "$config" in /*) ;; *) config="$PWD/$config" ;; esac
+cd "$(dirname "$0")/.."
+stamp=.venv/.gen3d-setup-done
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  bash scripts/setup.sh
+  touch "$stamp"
 fi
-bash scripts/setup.sh
-exec .venv/bin/serve run "$config"
+exec .venv/bin/gen3d serve "$config"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fresh machine -> test results: set up .venv, then run the whole suite on CPU (tiny preset).
+# Fresh machine -> test results: set up .venv, the web assets and Chromium, then run the whole
+# suite on CPU (tiny preset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --browser
 exec .venv/bin/python -m pytest "$@"

@@ -14,6 +14,8 @@ import httpx
 import pytest
 import yaml
 
+from tests.serve_admin import with_service
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 STARTUP_TIMEOUT_S = 600
@@ -50,12 +52,11 @@ def write_serve_config(path: Path, port: int, service: dict) -> None:
     """The repo's tiny serve config on another port, with test-specific service settings."""
     config = yaml.safe_load((ROOT / "configs" / "serve_tiny.yaml").read_text())
     config["http_options"]["port"] = port
-    config["applications"][0]["args"]["service"].update(service)
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(with_service(config, **service)))
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
@@ -65,7 +66,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(1.0)
-    raise RuntimeError(f"service not ready after {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-5000:]}")
+    raise RuntimeError(f"service not ready after {timeout_s} s:\n{log.read_text()[-5000:]}")
 
 
 def stop(process: subprocess.Popen) -> None:

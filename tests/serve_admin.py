@@ -5,6 +5,8 @@ dashboard address is read from that cluster's log rather than assumed to be :826
 """
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 import os
 import re
 import tempfile
@@ -35,6 +37,19 @@ def ray_session_logs(driver_pid: int) -> Path:
     if not sessions:
         raise FileNotFoundError(f"no Ray session of driver pid {driver_pid} under {root}")
     return sessions[-1] / "logs"
+
+
+def log_texts(driver_log: Path, driver_pid: int) -> dict[str, str]:
+    """The driver's log plus the Ray session's Serve logs and replica stdout/stderr files."""
+    logs = ray_session_logs(driver_pid)
+    paths = [driver_log, *sorted((logs / "serve").glob("*")), *sorted(logs.glob("worker-*"))]
+    return {str(path): path.read_text(errors="replace") for path in paths if path.is_file()}
+
+
+def replica_log_texts(served: Any, deployment: str) -> dict[str, str]:
+    """Each replica log file of one deployment of a ``served`` graph, by path."""
+    marker = f"replica_{APP}_{deployment}_"
+    return {path: text for path, text in log_texts(served.log, served.process.pid).items() if marker in path}
 
 
 def listening_addresses(port: int) -> list[str]:
@@ -103,6 +118,18 @@ class ServeAdmin:
             for dep in app["deployments"].values()
         )
 
+    def deployed(self, config: dict[str, Any]) -> bool:
+        """Whether the running app matches ``config``'s replica counts and user_configs."""
+        running = self.details()["applications"][APP]["deployments"]
+        for wanted in config["applications"][0]["deployments"]:
+            state = running[wanted["name"]]
+            replicas = [r for r in state["replicas"] if r["state"] == "RUNNING"]
+            if "num_replicas" in wanted and len(replicas) != wanted["num_replicas"]:
+                return False
+            if "user_config" in wanted and state["deployment_config"].get("user_config") != wanted["user_config"]:
+                return False
+        return True
+
     def replica_pid(self, deployment: str) -> int:
         """Process id of the one running replica of ``deployment``."""
         replicas = self.details()["applications"][APP]["deployments"][deployment]["replicas"]
@@ -113,10 +140,31 @@ class ServeAdmin:
 
 
 def with_service(config: dict[str, Any], **service: Any) -> dict[str, Any]:
-    """A copy of a deploy config whose builder args carry other ``service`` settings."""
+    """A copy of a deploy config whose ingress ``user_config`` carries other service settings."""
     changed = copy.deepcopy(config)
-    changed["applications"][0]["args"]["service"].update(service)
+    for deployment in changed["applications"][0]["deployments"]:
+        if deployment["name"] == "Ingress":
+            deployment["user_config"] = {**deployment.get("user_config", {}), **service}
     return changed
+
+
+@contextmanager
+def redeployed(admin: ServeAdmin, change: Callable[[dict[str, Any]], dict[str, Any]], ready: Callable[[], bool],
+               timeout_s: float = 300) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """The running app deployed with ``change(config)`` until the block ends, then restored.
+
+    Waits until every replica runs with the new replica counts and user_configs and ``ready()``
+    holds, both ways. Yields the config that was deployed.
+    """
+    original = admin.deploy_config()
+    changed = change(copy.deepcopy(original))
+    admin.deploy(changed)
+    try:
+        wait_for(lambda: admin.all_running() and admin.deployed(changed) and ready(), timeout_s, "the updated app")
+        yield changed
+    finally:
+        admin.deploy(original)
+        wait_for(lambda: admin.all_running() and admin.deployed(original) and ready(), timeout_s, "the original app")
 
 
 def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.5) -> None:

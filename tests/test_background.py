@@ -1,7 +1,7 @@
-"""Tests for gen3d.background: named rembg sessions, the tiny u2net_custom path, preprocessing.
+"""Tests for gen3d.background: named rembg sessions, modes and devices, the tiny path, preprocessing.
 
-Fixtures (tests/fixtures/, MIT, from TripoSR's ``examples/`` via /work/shared/fixtures, downscaled
-to 256x256 to keep the repository small): ``teapot.png`` RGB with a grey background,
+Fixtures (tests/fixtures/, MIT, from the ``examples/`` folder of github.com/VAST-AI-Research/TripoSR,
+downscaled to 256x256 to keep the repository small): ``teapot.png`` RGB with a grey background,
 ``chair.png`` RGBA with a transparent background.
 """
 
@@ -9,16 +9,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+import onnx
 import pytest
+import torch
 from pydantic import ValidationError
+from rembg.sessions.u2net import U2netSession
 from rembg.sessions.u2net_custom import U2netCustomSession
 
 from gen3d.background import BackgroundRemoval, custom_model_path
 from gen3d.config import BackgroundConfig
 from gen3d.errors import InputError, WeightsUnavailableError
 from gen3d.imaging import decode_image, prepare_conditioning_image
+from gen3d.mask_predictors import RembgPredictor
 from gen3d.tiny_onnx import tiny_model_filename
+from gen3d.u2net_onnx import random_model_filename
+from tests.rembg_home import rembg_home_at
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GREY_U8 = round(0.5 * 255)
@@ -31,10 +36,7 @@ def fixture_pixels(name: str) -> np.ndarray:
 @pytest.fixture(scope="module")
 def rembg_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private rembg model directory, so tests never touch ~/.rembg or download anything."""
-    home = tmp_path_factory.mktemp("rembg_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REMBG_HOME", str(home))
-        patch.delenv("U2NET_HOME", raising=False)
+    with rembg_home_at(tmp_path_factory.mktemp("rembg_home")) as home:
         yield home
 
 
@@ -44,11 +46,14 @@ def stage(rembg_home: Path) -> BackgroundRemoval:
 
 
 def test_tiny_preset_uses_rembg_custom_session_with_written_model(stage: BackgroundRemoval, rembg_home: Path) -> None:
-    assert type(stage.session) is U2netCustomSession
+    assert isinstance(stage.predictor, RembgPredictor)
+    session = stage.predictor.session
+    assert isinstance(session, U2netCustomSession)
     model = rembg_home / "models" / "u2net_custom" / tiny_model_filename()
     assert model.is_file()
-    assert stage.session.inner_session.get_providers() == ["CPUExecutionProvider"]
-    assert stage.session.inner_session.get_session_options().intra_op_num_threads == 1
+    assert session.inner_session.get_providers() == ["CPUExecutionProvider"]
+    assert session.inner_session.get_session_options().intra_op_num_threads == 1
+    assert stage.device == torch.device("cpu")
 
 
 def test_teapot_background_is_removed_and_prepared(stage: BackgroundRemoval) -> None:
@@ -64,7 +69,6 @@ def test_teapot_background_is_removed_and_prepared(stage: BackgroundRemoval) -> 
 
     result = stage.process(teapot)
     assert result.removed_background
-    assert result.seconds > 0
     out = result.image
     assert out.shape == (512, 512, 3) and out.dtype == np.uint8
     assert (out[:8, :8] == GREY_U8).all() and (out[-8:, -8:] == GREY_U8).all()
@@ -177,10 +181,42 @@ def test_unreachable_download_names_model_and_command(rembg_home: Path, monkeypa
     assert "rembg d u2net" in message and "u2net.onnx" in message
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA provider present")
-def test_cuda_without_provider_fails_at_startup(rembg_home: Path) -> None:
-    with pytest.raises(ValueError, match="CUDAExecutionProvider"):
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_fails_at_startup(rembg_home: Path) -> None:
+    with pytest.raises(ValueError, match="background.device.*CUDA is not available"):
         BackgroundRemoval.from_config(BackgroundConfig(mode="tiny", session="u2net_custom", device="cuda"))
+
+
+@pytest.mark.parametrize("device", ["mps", "cuda:x"])
+def test_unknown_device_fails_at_startup(rembg_home: Path, device: str) -> None:
+    with pytest.raises(ValueError, match="device"):
+        BackgroundRemoval.from_config(BackgroundConfig(mode="tiny", session="u2net_custom", device=device))
+
+
+@pytest.mark.parametrize(
+    ("mode", "session", "message"),
+    [
+        ("random", "u2net_custom", "full-size random architecture"),  # never the tiny net at full size
+        ("random", "birefnet-general", "full-size random architecture"),
+        ("tiny", "u2net", "mode tiny runs session 'u2net_custom'"),  # tiny never downloads real weights
+    ],
+)
+def test_mode_without_a_model_fails_at_startup(rembg_home: Path, mode: str, session: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BackgroundRemoval.from_config(BackgroundConfig(mode=mode, session=session, device="cpu"))
+
+
+def test_random_mode_runs_the_full_size_net_in_rembgs_session(rembg_home: Path) -> None:
+    stage = BackgroundRemoval.from_config(BackgroundConfig(mode="random", session="u2net", device="cpu", threads=2))
+    session = stage.predictor.session
+    assert isinstance(session, U2netSession)  # rembg's u2net pre- and post-processing
+    model = rembg_home / "models" / "gen3d-random" / random_model_filename("u2net", 320)
+    assert type(session).download_models() == str(model)
+    assert not (rembg_home / "models" / "u2net" / "u2net.onnx").exists()  # the real model's place stays empty
+    parameters = sum(int(np.prod(init.dims)) for init in onnx.load(str(model)).graph.initializer)
+    assert parameters > 40_000_000  # U^2-Net has 44.0 M parameters; the tiny net has 151
+    mask = stage.remove_background(fixture_pixels("teapot.png"))[:, :, 3]
+    assert mask.shape == (256, 256) and mask.max() > mask.min()  # random weights: a mask, not an object
 
 
 def test_real_rgba_fixture_is_centred_and_scaled(stage: BackgroundRemoval) -> None:
@@ -188,3 +224,18 @@ def test_real_rgba_fixture_is_centred_and_scaled(stage: BackgroundRemoval) -> No
     result = stage.process(ghost)
     assert not result.removed_background
     assert_centred_and_scaled(result.image)
+
+
+@pytest.mark.gpu
+def test_cuda_stage_runs_the_full_size_graph_on_the_gpu(rembg_home: Path) -> None:
+    cfg = BackgroundConfig(mode="random", session="isnet-general-use", device="cuda", gpu_memory_gib=4.0)
+    stage = BackgroundRemoval.from_config(cfg)
+    stage.warmup()
+    assert stage.device.type == "cuda" and stage.predictor._forward.captured == 1
+    teapot = fixture_pixels("teapot.png")
+    on_gpu = stage.remove_background(teapot)[:, :, 3]
+    assert stage.predictor._forward.captured == 1  # replayed, not captured again
+    on_cpu = BackgroundRemoval.from_config(cfg.model_copy(update={"device": "cpu", "gpu_memory_gib": None}))
+    reference = on_cpu.remove_background(teapot)[:, :, 3]
+    # Same random graph: fp16 torch on the GPU against rembg's fp32 onnxruntime session.
+    assert np.abs(on_gpu.astype(int) - reference).mean() < 8

@@ -4,7 +4,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from ray.serve.schema import ServeDeploySchema
+
+from deployments._runtime import STAGE_OPTIONS
+from gen3d.api import ServiceConfig
 from gen3d.config import CONFIG_DIR, load_preset
+from gen3d.jobs import JobStoreConfig
+from graph import GraphArgs
 
 ROOT = CONFIG_DIR.parent
 
@@ -37,17 +43,31 @@ def test_unknown_preset_names_the_known_ones() -> None:
         load_preset("nope")
 
 
-@pytest.mark.parametrize(
-    "path", ["serve_config.yaml", "configs/serve_tiny.yaml", "configs/serve_random.yaml", "configs/serve_random_bf16.yaml"]
-)
-def test_serve_configs_keep_gpu_shares_and_loopback(path: str) -> None:
+SERVE_CONFIGS = ["serve_config.yaml", "configs/serve_tiny.yaml", "configs/serve_random.yaml", "configs/serve_random_bf16.yaml"]
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS)
+def test_serve_configs_pass_rays_schema_keep_gpu_shares_and_loopback(path: str) -> None:
     config = yaml.safe_load((ROOT / path).read_text())
+    ServeDeploySchema.model_validate(config)  # what `serve run` / `serve deploy` check first
     assert config["http_options"]["host"] == "127.0.0.1"
-    deployments = config["applications"][0]["deployments"]
-    gpu_total = sum(d["ray_actor_options"]["num_gpus"] * d["num_replicas"] for d in deployments)
+    app = config["applications"][0]
+    GraphArgs.model_validate(app["args"])
+    deployments = app["deployments"]
+    resourced = [d for d in deployments if "ray_actor_options" in d]
+    gpu_total = sum(d["ray_actor_options"]["num_gpus"] * d.get("num_replicas", 1) for d in resourced)
     # A redeploy starts the replacement before the old replica stops: twice the shares must fit.
     assert 2 * gpu_total <= 1.0
-    for deployment in deployments:  # the dict is replaced whole when overridden
+    for deployment in resourced:  # the dict is replaced whole when overridden
         assert {"num_cpus", "num_gpus"} <= set(deployment["ray_actor_options"])
-    preset = load_preset(config["applications"][0]["args"]["preset"])
-    assert preset is not None
+    by_name = {d["name"]: d for d in deployments}
+    ServiceConfig.model_validate(by_name["Ingress"]["user_config"])
+    JobStoreConfig.model_validate(by_name["SharedState"]["user_config"])
+    assert load_preset(app["args"]["preset"], app["args"].get("overrides")) is not None
+
+
+@pytest.mark.parametrize("path", SERVE_CONFIGS)
+def test_stage_options_are_said_once_in_the_decorators(path: str) -> None:
+    deployments = yaml.safe_load((ROOT / path).read_text())["applications"][0]["deployments"]
+    for deployment in deployments:
+        assert not set(STAGE_OPTIONS) & set(deployment), f"{deployment['name']} repeats a decorator option"

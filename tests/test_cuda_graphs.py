@@ -26,6 +26,7 @@ def test_graph_method_installs_and_ungraph_restores() -> None:
     forward = layer.forward
     graphed = graph_method_(layer, "forward", "layer", pool=None)
     assert layer.forward is graphed and graphed.fn == forward and graphed.captured == 0
+    assert graphed.capture_s == {"warmup_runs": 0.0, "record": 0.0}
     ungraph_method_(layer, "forward")
     assert layer.forward == forward
     ungraph_method_(layer, "forward")  # nothing to undo: no error
@@ -43,6 +44,7 @@ def test_replay_computes_on_new_inputs_and_returns_fresh_tensors() -> None:
         for x, y in zip(inputs, outputs):
             torch.testing.assert_close(y, layer(x), rtol=0, atol=0)
         assert graphed.captured == 1
+        assert graphed.capture_s["warmup_runs"] > 0 and graphed.capture_s["record"] > 0
         # A result survives the next replay: outputs are copies, not the graph's own buffer.
         assert outputs[0].data_ptr() != outputs[1].data_ptr()
         wide = torch.randn(4, 64, device="cuda")

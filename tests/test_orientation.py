@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from gen3d.errors import InputError
 from gen3d.orientation import (
     file_rotation,
     from_y_up,
@@ -36,8 +35,8 @@ def test_file_rotations_are_proper_and_place_top_and_front(up: str, top: list, f
     np.testing.assert_allclose(rotation @ FRONT[0], front)
 
 
-def test_unknown_up_axis_is_an_input_error() -> None:
-    with pytest.raises(InputError, match="up"):
+def test_unknown_up_axis_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="up"):
         file_rotation("z")  # type: ignore[arg-type]
 
 
@@ -46,7 +45,7 @@ def test_quaternion_matrix_round_trip() -> None:
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     back = np.stack([matrix_to_quaternion(m) for m in quaternion_to_matrix(q)])
     np.testing.assert_allclose(np.abs(np.sum(back * q, axis=1)), 1.0, atol=1e-9)  # q and -q are the same
-    with pytest.raises(InputError, match="rotation"):
+    with pytest.raises(ValueError, match="rotation"):
         matrix_to_quaternion(np.diag([1.0, 1.0, -1.0]))
 
 

@@ -35,7 +35,9 @@ from tests.serve_admin import (
     ServeAdmin,
     is_loopback,
     listening_addresses,
-    ray_session_logs,
+    log_texts,
+    redeployed,
+    replica_log_texts,
     wait_for,
     with_service,
 )
@@ -142,6 +144,16 @@ BAD_INPUTS = [
     case("steps", 422, "steps", "expected one of [3, 4], got 99", post(json={**TEXT, "steps": 99})),
     case("width", 422, "width", "expected one of [64] pixels, got 65", post(json={**TEXT, "width": 65})),
     case("unknown-field", 422, "colour", "Extra inputs", post(json={**TEXT, "colour": "red"})),
+    case("faces-low", 422, "faces", "greater than or equal to 1000", post(json={**TEXT, "faces": 10})),
+    case("faces-high", 422, "faces", "less than or equal to 500000", post(json={**TEXT, "faces": 10**7})),
+    case("texture", 422, "texture", "'vertex' or 'uv'", post(json={**TEXT, "texture": "pbr"})),
+    case("texture-on-ply", 422, "texture", "available for ['glb', 'obj']", post(json={**TEXT, "format": "ply", "texture": "uv"})),
+    case("mesh-option-on-splat", 422, "faces", "applies to mesh formats", post(json={**TEXT, "format": "splat", "faces": 5000})),
+    case("texture-size", 422, "texture_size", "expected one of [256, 512, 1024, 2048]", post(json={**TEXT, "texture_size": 300})),
+    case("resolution", 422, "resolution", "less than or equal to 512", post(json={**TEXT, "resolution": 4096})),
+    case("normalize", 422, "normalize", "valid boolean", post(json={**TEXT, "normalize": "maybe"})),
+    case("jobs-text-plain", 415, "content-type", "got text/plain", post("/jobs", content=b"x", headers={"content-type": "text/plain"})),
+    case("jobs-empty-prompt", 422, "prompt", "expected non-empty text", post("/jobs", json={"prompt": ""})),
     case("both", 422, "body", "exactly one of", post(json={"prompt": "x", "image": b64(CHAIR)})),
     case("neither", 422, "body", "exactly one of", post(json={"seed": 1})),
     case("not-base64", 400, "image", "base64", post(json={"image": "!!not*base64!!"})),
@@ -153,8 +165,8 @@ BAD_INPUTS = [
     case("1x1-image", 422, "image", "got 1x1", image_body(uniform_png(1, 1, (9, 9, 9)))),
     case("fully-transparent", 422, "image", "in the image's alpha channel", image_body(CLEAR)),
     case("no-foreground", 422, "image", "after background removal", image_body(WHITE)),
-    case("oversize-json", 413, "body", "byte limit", lambda: post(json={"image": "A" * 15_000_000})()),
-    case("oversize-file", 413, "image", "upload limit", lambda: post(**file_upload(b"\0" * (11 * MIB)))()),
+    case("oversize-json", 413, "body", "max_upload_bytes", lambda: post(json={"image": "A" * 15_000_000})()),
+    case("oversize-file", 413, "image", "11.0 MiB, over the upload limit of 10.0 MiB", lambda: post(**file_upload(b"\0" * (11 * MIB)))()),
     case("multipart-no-file", 422, "prompt_image_file", "is required", post(files={"x": ("x.png", CHAIR)})),
     case("multipart-seed", 422, "seed", "expected an integer", post(**file_upload(CHAIR, seed="1.5"))),
     case("multipart-not-image", 415, "image", "no decoder recognises", post(**file_upload(b"GIF"))),
@@ -185,11 +197,8 @@ def test_service_unharmed_after_bad_inputs(served: ServedGraph) -> None:
 # -- 3. security: logs and bind address ---------------------------------------------------------
 
 
-def log_texts(served: ServedGraph) -> dict[str, str]:
-    """The driver's log plus the Ray session's Serve logs and replica stdout/stderr files."""
-    logs = ray_session_logs(served.process.pid)
-    paths = [served.log, *sorted((logs / "serve").glob("*")), *sorted(logs.glob("worker-*"))]
-    return {str(path): path.read_text(errors="replace") for path in paths if path.is_file()}
+def served_logs(served: ServedGraph) -> dict[str, str]:
+    return log_texts(served.log, served.process.pid)
 
 
 def test_logs_do_not_contain_payloads(served: ServedGraph) -> None:
@@ -204,20 +213,19 @@ def test_logs_do_not_contain_payloads(served: ServedGraph) -> None:
 
     # The access-log lines carry the request ids: once they are written, so would a payload be.
     def logged() -> bool:
-        texts = log_texts(served)
+        texts = served_logs(served)
         ingress_logs = "".join(text for path, text in texts.items() if "replica_gen3d_Ingress" in path)
         return all(rid in texts[str(served.log)] and rid in ingress_logs for rid in request_ids)
 
     wait_for(logged, 60, "access-log lines of the probe requests")
-    for path, text in log_texts(served).items():
+    for path, text in served_logs(served).items():
         assert marker not in text, f"prompt text logged in {path}"
         assert image[2000:2048] not in text, f"base64 image logged in {path}"
 
 
 def replica_log(served: ServedGraph, deployment: str) -> str:
     """Everything the replica log files of one deployment hold."""
-    marker = f"replica_gen3d_{deployment}_"
-    return "".join(text for path, text in log_texts(served).items() if marker in path)
+    return "".join(replica_log_texts(served, deployment).values())
 
 
 def test_start_up_progress_reaches_the_replica_logs(served: ServedGraph) -> None:
@@ -393,29 +401,26 @@ def locked(served: ServedGraph) -> Iterator[ServeAdmin]:
     """The running app redeployed with an API key, one request in flight at most and a short timeout."""
     admin = ServeAdmin.from_log(served.log)
 
-    def version_status() -> int:
-        return httpx.get(f"{served.url}/version", timeout=10).status_code
-
     def ready() -> bool:  # /health turns 200 once the ingress's warm-up job went through
         return httpx.get(f"{served.url}/health", timeout=10).status_code == 200
 
-    original = admin.deploy_config()
-    admin.deploy(with_service(original, api_key=API_KEY, max_in_flight=1, request_timeout_s=REQUEST_TIMEOUT_S))
-    try:
-        wait_for(lambda: admin.all_running() and version_status() == 401 and ready(), REDEPLOY_TIMEOUT_S, "locked-down app")
+    pids = {name: admin.replica_pid(name) for name in ("TextToImageDeployment", "ImageTo3DDeployment", "Ingress")}
+    settings = {"api_key": API_KEY, "max_in_flight": 1, "request_timeout_s": REQUEST_TIMEOUT_S}
+    with redeployed(admin, lambda config: with_service(config, **settings), ready, REDEPLOY_TIMEOUT_S):
+        # Service settings are the ingress's user_config: applied in place, no replica restarts.
+        assert {name: admin.replica_pid(name) for name in pids} == pids
         yield admin
-    finally:
-        admin.deploy(original)
-        wait_for(lambda: admin.all_running() and version_status() == 200 and ready(), REDEPLOY_TIMEOUT_S, "original app")
 
 
 KEYED_ROUTES = [
     pytest.param({"method": "GET", "url": "/version"}, id="version"),
-    pytest.param({"method": "GET", "url": "/docs"}, id="docs"),
-    pytest.param({"method": "GET", "url": "/openapi.json"}, id="openapi"),
     pytest.param({"method": "POST", "url": "/generate", "json": TEXT}, id="json"),
     pytest.param({"method": "POST", "url": "/generate", "files": TEAPOT_FILE, "data": {"seed": "1"}}, id="404-gen"),
     pytest.param({"method": "POST", "url": "/generate/", "data": {"prompt": "a mug"}}, id="three-gen"),
+    pytest.param({"method": "POST", "url": "/jobs", "json": TEXT}, id="jobs"),
+    pytest.param({"method": "GET", "url": "/jobs/anything"}, id="job-status"),
+    pytest.param({"method": "GET", "url": "/jobs/anything/files/asset.glb"}, id="job-file"),
+    pytest.param({"method": "GET", "url": "/jobs/anything/events"}, id="job-events"),
 ]
 
 
@@ -433,6 +438,14 @@ class TestLockedDown:
         response = httpx.request(**{**route, "url": served.url + route["url"]}, headers=headers, timeout=TIMEOUT)
         assert response.status_code == 401, response.text
         assert response.json() == {"error": "missing or wrong API key", "field": "x-api-key"}
+
+    def test_docs_and_schema_stay_public_and_declare_the_key(self, served: ServedGraph) -> None:
+        assert httpx.get(f"{served.url}/docs", timeout=TIMEOUT).status_code == 200
+        schema = httpx.get(f"{served.url}/openapi.json", timeout=TIMEOUT).json()
+        assert schema["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+        body = schema["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/GenerateRequest"}
+        assert "faces" in schema["components"]["schemas"]["GenerateRequest"]["properties"]
 
     def test_right_key_is_accepted(self, served: ServedGraph) -> None:
         headers = {"X-API-Key": API_KEY}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gen3d.errors import InputError, StageOutputError
+from gen3d.errors import StageOutputError
 from gen3d.orientation import quaternion_multiply
 from gen3d.results import Gaussians, MeshAsset
 
@@ -67,9 +67,9 @@ def _morton_codes(points: np.ndarray, bits: int = 10) -> np.ndarray:
 
 
 def _check_mesh(mesh: MeshAsset, count: int) -> None:
-    """Raise ``InputError`` for a bad count; ``StageOutputError`` for an unusable mesh."""
+    """Raise ``ValueError`` for a bad count; ``StageOutputError`` for an unusable mesh."""
     if count < 1:
-        raise InputError("count", f"expected a positive number of samples, got {count}")
+        raise ValueError(f"count: expected a positive number of samples, got {count}")
     if len(mesh.faces) == 0 or len(mesh.vertices) == 0:
         raise StageOutputError(f"mesh is empty ({len(mesh.vertices)} vertices, {len(mesh.faces)} faces)")
     if not np.isfinite(mesh.vertices).all():
@@ -103,7 +103,7 @@ def sample_surface(mesh: MeshAsset, count: int, seed: int = 0) -> SurfaceSamples
         ``SurfaceSamples`` with N points.
 
     Raises:
-        InputError: ``count`` < 1.
+        ValueError: ``count`` < 1.
         StageOutputError: the mesh is empty, non-finite or has zero area.
     """
     _check_mesh(mesh, count)
@@ -179,15 +179,15 @@ def gaussians_from_samples(
         for local spacing s, ``f_dc = (rgb - 0.5) / C0``.
 
     Raises:
-        InputError: ``colors`` has the wrong shape or non-finite values, or ``opacity`` is not
+        ValueError: ``colors`` has the wrong shape or non-finite values, or ``opacity`` is not
             in (0, 1).
     """
     n = len(samples)
     rgb = samples.colors if colors is None else np.asarray(colors, dtype=np.float32)
     if rgb.shape != (n, 3) or not np.isfinite(rgb).all():
-        raise InputError("colors", f"expected finite ({n}, 3) RGB in [0, 1], got shape {rgb.shape}")
+        raise ValueError(f"colors: expected finite ({n}, 3) RGB in [0, 1], got shape {rgb.shape}")
     if not 0.0 < opacity < 1.0:
-        raise InputError("opacity", f"expected a probability in (0, 1), got {opacity}")
+        raise ValueError(f"opacity: expected a probability in (0, 1), got {opacity}")
     sigma = DISK_SIGMA_PER_SPACING * samples.spacing.astype(np.float64)
     log_scales = np.log(np.column_stack([sigma, sigma, DISK_THICKNESS * sigma]))
     rotations = _quaternions_to_normals(samples.normals, np.random.default_rng(seed))

@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gen3d.errors import InputError
 from gen3d.results import Gaussians
+
+
+class PlyError(ValueError):
+    """A file that is not a splat PLY in the validators' layout, or gaussians that cannot be one."""
 
 SPLAT_FIELDS: tuple[str, ...] = (
     "x", "y", "z",
@@ -58,7 +61,7 @@ def _checked_columns(g: Gaussians) -> list[np.ndarray]:
     for name, width in expected.items():
         array = np.asarray(getattr(g, name))
         if array.reshape(n, -1).shape != (n, width) or array.shape[0] != n:
-            raise InputError(f"gaussians.{name}", f"expected shape ({n}, {width}), got {array.shape}")
+            raise PlyError(f"gaussians.{name}: expected shape ({n}, {width}), got {array.shape}")
         columns.append(array.reshape(n, width).astype(np.float32, copy=False))
     return columns
 
@@ -79,14 +82,14 @@ def write_splat_ply(g: Gaussians) -> bytes:
 def _split_header(data: bytes) -> tuple[list[str], int]:
     """Header lines (without ``end_header``) and the byte offset where the body starts."""
     if not data.startswith(b"ply\n") and not data.startswith(b"ply\r\n"):
-        raise InputError("ply", f"expected a file starting with 'ply', got {data[:16]!r}")
+        raise PlyError(f"ply: expected a file starting with 'ply', got {data[:16]!r}")
     match = re.search(rb"end_header\r?\n", data[:_MAX_HEADER_BYTES])
     if match is None:
-        raise InputError("ply", f"no 'end_header' line within the first {_MAX_HEADER_BYTES} bytes")
+        raise PlyError(f"ply: no 'end_header' line within the first {_MAX_HEADER_BYTES} bytes")
     try:
         text = data[: match.start()].decode("ascii")
     except UnicodeDecodeError as err:
-        raise InputError("ply", f"header is not ASCII: {err}") from err
+        raise PlyError(f"ply: header is not ASCII: {err}") from err
     return text.splitlines()[1:], match.end()
 
 
@@ -99,25 +102,25 @@ def _vertex_dtype(lines: list[str]) -> tuple[np.dtype, int]:
             continue
         if words[0] == "format":
             if len(words) != 3 or words[1] not in _FORMATS:
-                raise InputError("ply", f"expected a binary format line, got {line!r}")
+                raise PlyError(f"ply: expected a binary format line, got {line!r}")
             byte_order = _FORMATS[words[1]]
         elif words[0] == "element":
             element = words[1] if len(words) == 3 else None
             if element == "vertex":
                 count = int(words[2]) if words[2].isdigit() else None
             elif element is None or words[2] != "0":
-                raise InputError("ply", f"expected only a 'vertex' element, got {line!r}")
+                raise PlyError(f"ply: expected only a 'vertex' element, got {line!r}")
         elif words[0] == "property" and element == "vertex":
             if len(words) != 3 or words[1] not in _PLY_TYPES:
-                raise InputError("ply", f"expected a scalar vertex property, got {line!r}")
+                raise PlyError(f"ply: expected a scalar vertex property, got {line!r}")
             fields.append((words[2], _PLY_TYPES[words[1]]))
         elif words[0] != "property":
-            raise InputError("ply", f"unexpected header line {line!r}")
+            raise PlyError(f"ply: unexpected header line {line!r}")
     if byte_order is None or count is None:
-        raise InputError("ply", "header lacks a binary 'format' line before 'element vertex <count>'")
+        raise PlyError("ply: header lacks a binary 'format' line before 'element vertex <count>'")
     names = [name for name, _ in fields]
     if len(set(names)) != len(names):
-        raise InputError("ply", f"duplicate vertex property names in {names}")
+        raise PlyError(f"ply: duplicate vertex property names in {names}")
     return np.dtype([(name, byte_order + kind) for name, kind in fields]), count
 
 
@@ -128,7 +131,7 @@ def read_splat_ply(data: bytes | str | Path) -> Gaussians:
     tolerated and ignored; big-endian files are accepted.
 
     Raises:
-        InputError: ``ply`` field, for a malformed header, a missing splat field, or a body
+        PlyError: for a malformed header, a missing splat field, or a body
             shorter than the header promises.
     """
     raw = data if isinstance(data, bytes) else Path(data).read_bytes()
@@ -136,10 +139,10 @@ def read_splat_ply(data: bytes | str | Path) -> Gaussians:
     dtype, count = _vertex_dtype(lines)
     missing = [name for name in SPLAT_FIELDS if name not in (dtype.names or ())]
     if missing:
-        raise InputError("ply", f"missing vertex properties {missing}; expected all of {list(SPLAT_FIELDS)}")
+        raise PlyError(f"ply: missing vertex properties {missing}; expected all of {list(SPLAT_FIELDS)}")
     needed = count * dtype.itemsize
     if len(raw) - start < needed:
-        raise InputError("ply", f"body has {len(raw) - start} bytes, header promises {needed} ({count} vertices)")
+        raise PlyError(f"ply: body has {len(raw) - start} bytes, header promises {needed} ({count} vertices)")
     records = np.frombuffer(raw, dtype=dtype, count=count, offset=start)
 
     def stack(*names: str) -> np.ndarray:

@@ -12,7 +12,8 @@
   3-sigma footprints, alpha = min(0.999, o·exp(-½ dᵀ Σ⁻¹ d)) dropped below 1/255, sorted by
   depth, composited front to back over a white background.
 * ``render_mesh``: z-buffer rasteriser with perspective-correct vertex-colour interpolation,
-  both faces of each triangle visible.
+  both faces of each triangle visible; ``render_textured_mesh`` samples a UV texture instead,
+  trilinearly from its mip pyramid as a GPU does.
 
 Both rasterisers turn each primitive's pixel bounding box into fragments, then resolve
 visibility with one sort by (pixel, depth).
@@ -70,7 +71,8 @@ class Render:
     """One rendered view.
 
     Attributes:
-        rgb: (H, W, 3) float32 in [0, 1], composited over the background.
+        rgb: (H, W, 3) float32 in [0, 1], composited over the background ((H, W, C) for a
+            mesh rendered with C-channel vertex values).
         alpha: (H, W) float32 accumulated opacity (coverage) in [0, 1].
     """
 
@@ -243,11 +245,20 @@ def _empty_fragments() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros((0, 3))
 
 
-def render_mesh(vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray, camera: Camera,
-                background: float = 1.0) -> Render:  # fmt: skip
-    """Z-buffer a triangle mesh with perspective-correct vertex colours (RGB in [0, 1], (V, 3))."""
+def _visible_fragments(vertices: np.ndarray, faces: np.ndarray, attributes: np.ndarray, camera: Camera
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The nearest fragment of each covered pixel, with perspective-correct vertex attributes.
+
+    Args:
+        vertices: (V, 3) world positions. faces: (F, 3). attributes: (V, K) per-vertex values.
+        camera: the view.
+
+    Returns:
+        pixel (N,) flat indices, face (N,) indices, attributes (N, K) interpolated, and the
+        faces' screen-space areas (F,) in px².
+    """
     cam = camera.to_camera(vertices)
-    faces = faces[(cam[faces, 2] > _NEAR).all(axis=1)]
+    in_front = (cam[faces, 2] > _NEAR).all(axis=1)
     screen = camera.project(np.where(cam[:, 2:3] > _NEAR, cam, 1.0))
     tri = screen[faces]  # (F, 3, 2)
     lo = np.floor(tri.min(axis=1)).astype(np.int64)
@@ -255,10 +266,10 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarr
     e1, e2 = tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
     area = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     inv_z = 1.0 / cam[:, 2]
+    drawn = np.flatnonzero(in_front & (np.abs(area) > 1e-12))
     parts: list[tuple[np.ndarray, ...]] = []
-    for item, px, py in _fragments(lo, hi, camera.size):
-        ok_area = np.abs(area[item]) > 1e-12
-        item, px, py = item[ok_area], px[ok_area], py[ok_area]
+    for index, px, py in _fragments(lo[drawn], hi[drawn], camera.size):
+        item = drawn[index]
         dx, dy = px + 0.5 - tri[item, 0, 0], py + 0.5 - tri[item, 0, 1]
         u = (dx * e2[item, 1] - dy * e2[item, 0]) / area[item]
         v = (e1[item, 0] * dy - e1[item, 1] * dx) / area[item]
@@ -268,22 +279,98 @@ def render_mesh(vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarr
         # Perspective-correct weights: interpolate attribute / z and 1 / z linearly in screen space.
         weights = bary * inv_z[faces[item]]
         depth = 1.0 / weights.sum(axis=1)
-        color = np.einsum("nc,ncd->nd", weights * depth[:, None], vertex_colors[faces[item]])
-        parts.append((py[inside] * camera.size + px[inside], depth, color))
+        value = np.einsum("nc,ncd->nd", weights * depth[:, None], attributes[faces[item]])
+        parts.append((py[inside] * camera.size + px[inside], depth, item, value))
     if not parts:
-        return _composite(*_empty_fragments(), size=camera.size, background=background)
-    pixel, depth, color = (np.concatenate(p) for p in zip(*parts))
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, attributes.shape[1])), 0.5 * np.abs(area)
+    pixel, depth, face, value = (np.concatenate(p) for p in zip(*parts))
     order = np.lexsort((depth, pixel))
     first = order[np.flatnonzero(np.diff(pixel[order], prepend=-1) != 0)]
-    n = camera.size * camera.size
-    rgb = np.full((n, 3), background)
-    rgb[pixel[first]] = color[first]
-    alpha = np.zeros(n)
-    alpha[pixel[first]] = 1.0
+    return pixel[first], face[first], value[first], 0.5 * np.abs(area)
+
+
+def _opaque_render(pixel: np.ndarray, color: np.ndarray, size: int, background: float) -> Render:
+    """An image of opaque fragments (one per pixel, (N, C) values) over ``background``."""
+    rgb = np.full((size * size, color.shape[1]), background)
+    rgb[pixel] = color
+    alpha = np.zeros(size * size)
+    alpha[pixel] = 1.0
     return Render(
-        rgb=np.clip(rgb, 0.0, 1.0).reshape(camera.size, camera.size, 3).astype(np.float32),
-        alpha=alpha.reshape(camera.size, camera.size).astype(np.float32),
+        rgb=np.clip(rgb, 0.0, 1.0).reshape(size, size, -1).astype(np.float32),
+        alpha=alpha.reshape(size, size).astype(np.float32),
     )
+
+
+def render_mesh(vertices: np.ndarray, faces: np.ndarray, vertex_colors: np.ndarray, camera: Camera,
+                background: float = 1.0) -> Render:  # fmt: skip
+    """Z-buffer a triangle mesh with perspective-correct vertex colours (RGB in [0, 1], (V, 3)).
+
+    Any number of channels (V, C) works alike (e.g. several colourings of one mesh in one pass).
+    """
+    pixel, _, color, _ = _visible_fragments(vertices, faces, vertex_colors, camera)
+    return _opaque_render(pixel, color, camera.size, background)
+
+
+def mip_pyramid(texture: np.ndarray) -> list[np.ndarray]:
+    """Mip levels of a (T, T, C) float texture by 2x2 box filtering, down to 1 texel (odd sides padded)."""
+    levels = [texture.astype(np.float64)]
+    while levels[-1].shape[0] > 1:
+        level = levels[-1]
+        if level.shape[0] % 2:
+            level = np.concatenate([level, level[-1:]], axis=0)
+            level = np.concatenate([level, level[:, -1:]], axis=1)
+        levels.append(0.25 * (level[0::2, 0::2] + level[1::2, 0::2] + level[0::2, 1::2] + level[1::2, 1::2]))
+    return levels
+
+
+def sample_bilinear(level: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear lookup (N, C) at glTF UVs (N, 2) (origin top-left), clamped to the edge."""
+    side = level.shape[0]
+    x = np.clip(uv[:, 0] * side - 0.5, 0.0, side - 1.0)
+    y = np.clip(uv[:, 1] * side - 0.5, 0.0, side - 1.0)
+    x0, y0 = np.minimum(x.astype(np.int64), side - 2).clip(0), np.minimum(y.astype(np.int64), side - 2).clip(0)
+    x1, y1 = np.minimum(x0 + 1, side - 1), np.minimum(y0 + 1, side - 1)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    top = level[y0, x0] * (1 - fx) + level[y0, x1] * fx
+    bottom = level[y1, x0] * (1 - fx) + level[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def sample_trilinear(pyramid: list[np.ndarray], uv: np.ndarray, lod: np.ndarray) -> np.ndarray:
+    """Trilinear lookup (N, C): bilinear in the two mip levels around ``lod`` (N,), blended."""
+    lod = np.clip(lod, 0.0, len(pyramid) - 1.0)
+    low = np.floor(lod).astype(np.int64)
+    out = np.zeros((len(uv), pyramid[0].shape[2]))
+    for level in np.unique(low):
+        pick = low == level
+        upper = min(int(level) + 1, len(pyramid) - 1)
+        t = (lod[pick] - level)[:, None]
+        out[pick] = (1 - t) * sample_bilinear(pyramid[level], uv[pick]) + t * sample_bilinear(pyramid[upper], uv[pick])
+    return out
+
+
+def render_textured_mesh(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, texture: np.ndarray,
+                         camera: Camera, background: float = 1.0, mipmaps: bool = True) -> Render:  # fmt: skip
+    """Z-buffer a UV-mapped mesh, sampling ``texture`` with mipmaps like a GPU.
+
+    Args:
+        vertices: (V, 3). faces: (F, 3). uvs: (V, 2) glTF UVs. texture: (T, T, 3) uint8 or float in
+            [0, 1]. camera: the view. background: grey level of empty pixels.
+        mipmaps: trilinear filtering; False samples the full-size texture bilinearly, which is
+            point sampling of the surface colour like ``render_mesh``'s.
+
+    The mip level is chosen per face from its texel-to-pixel area ratio (GPUs use per-pixel
+    derivatives; for triangles a few pixels wide the two agree closely).
+    """
+    image = texture.astype(np.float64) / 255.0 if texture.dtype == np.uint8 else texture.astype(np.float64)
+    pixel, face, uv, screen_area = _visible_fragments(vertices, faces, uvs.astype(np.float64), camera)
+    if not mipmaps:
+        return _opaque_render(pixel, sample_bilinear(image, uv), camera.size, background)
+    t = uvs[faces].astype(np.float64) * texture.shape[0]
+    e1, e2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    texel_area = 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    lod = 0.5 * np.log2(np.maximum(texel_area, 1e-12) / np.maximum(screen_area, 1e-12))
+    return _opaque_render(pixel, sample_trilinear(mip_pyramid(image), uv, lod[face]), camera.size, background)
 
 
 def silhouette_iou(a: np.ndarray, b: np.ndarray, threshold: float = 0.5) -> float:

@@ -21,11 +21,14 @@ from typing import Literal
 import numpy as np
 from scipy.spatial import cKDTree
 
-from gen3d.config import MIN_SPLAT_COUNT
-from gen3d.errors import InputError
 from gen3d.results import Gaussians
-from gen3d.splat.ply import read_splat_ply
+from gen3d.splat.ply import PlyError, read_splat_ply
 
+#: The validators reject splats of fewer gaussians.
+MIN_SPLAT_COUNT = 7000
+#: Gaussians per splat: mesh/splat renders agree at IoU >= 0.97 from here on (BENCHMARKS.md),
+#: at ~1.8 MB.
+DEFAULT_SPLAT_COUNT = 32768
 TRANSPARENT_OPACITY = 1e-3
 MAX_TRANSPARENT_SHARE = 0.8
 _FLOATER_NEIGHBOURS = 8
@@ -143,7 +146,7 @@ def validate_splat(source: bytes | str | Path, extent_tolerance: float = 0.05, c
     raw = source if isinstance(source, bytes) else Path(source).read_bytes()
     try:
         g = read_splat_ply(raw)
-    except InputError as err:
+    except PlyError as err:
         return SplatReport(0, float("nan"), (np.nan,) * 3, [RuleFailure("unparsable", "validator", str(err))])
     failures = _validator_failures(g)
     header = raw[: raw.find(b"end_header")]

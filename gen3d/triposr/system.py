@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen3d.devices import building_on
-from gen3d.errors import InputError, StageOutputError
+from gen3d.errors import StageOutputError
 from gen3d.results import MeshAsset
 from gen3d.triposr import field
 from gen3d.triposr.backbone import Transformer1D
@@ -114,18 +114,18 @@ class TripoSR(nn.Module):
         if isinstance(images, torch.Tensor):
             batch = images
             if not batch.is_floating_point():
-                raise InputError("images", f"expected a float tensor in [0, 1], got dtype {batch.dtype}")
+                raise ValueError(f"images: expected a float tensor in [0, 1], got dtype {batch.dtype}")
         else:
             if len(images) == 0:
-                raise InputError("images", "expected at least one image, got an empty sequence")
+                raise ValueError("images: expected at least one image, got an empty sequence")
             batch = torch.stack([torch.from_numpy(_as_uint8_rgb(image, index).copy()) for index, image in enumerate(images)])
             batch = batch.float() / 255.0
         if batch.dim() != 4 or batch.shape[-1] != 3:
-            raise InputError("images", f"expected shape (B, H, W, 3), got {tuple(batch.shape)}")
+            raise ValueError(f"images: expected shape (B, H, W, 3), got {tuple(batch.shape)}")
         batch = batch.to(self.device, torch.float32)
         low, high = torch.aminmax(batch)
         if low < 0 or high > 1:
-            raise InputError("images", f"expected values in [0, 1], got [{float(low):.3g}, {float(high):.3g}]")
+            raise ValueError(f"images: expected values in [0, 1], got [{float(low):.3g}, {float(high):.3g}]")
         size = self.cfg.cond_image_size
         if batch.shape[1:3] != (size, size):
             nchw = F.interpolate(batch.permute(0, 3, 1, 2), (size, size), mode="bilinear", antialias=True)
@@ -154,7 +154,7 @@ class TripoSR(nn.Module):
             ``density_act`` (N,) and ``color`` (N, 3) in [0, 1], float32 on the model's device.
         """
         if points.dim() != 2 or points.shape[1] != 3:
-            raise InputError("points", f"expected shape (N, 3), got {tuple(points.shape)}")
+            raise ValueError(f"points: expected shape (N, 3), got {tuple(points.shape)}")
         return field.query_points(self.decoder, scene_code, points, self.cfg.renderer, chunk)
 
     def density_grid(self, scene_code: torch.Tensor, resolution: int = 256, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
@@ -176,7 +176,7 @@ class TripoSR(nn.Module):
             StageOutputError: NaN densities, an empty surface, or non-finite vertices or colours.
         """
         if resolution < 2:
-            raise InputError("resolution", f"expected >= 2, got {resolution}")
+            raise ValueError(f"resolution: expected >= 2, got {resolution}")
         density = self.density_grid(scene_code, resolution, chunk)
         if torch.isnan(density).any():
             raise StageOutputError("TripoSR density grid contains NaN")
@@ -201,11 +201,11 @@ def _as_uint8_rgb(image: object, index: int) -> np.ndarray:
     """A PIL image or uint8 array -> (H, W, 3) uint8 array."""
     if hasattr(image, "mode") and hasattr(image, "size"):
         if image.mode != "RGB":
-            raise InputError("images", f"images[{index}]: expected an RGB PIL image (composited), got mode {image.mode}")
+            raise ValueError(f"images[{index}]: expected an RGB PIL image (composited), got mode {image.mode}")
         image = np.asarray(image)
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         got = f"{type(image).__name__} {getattr(image, 'dtype', '')} {getattr(image, 'shape', '')}"
-        raise InputError("images", f"images[{index}]: expected an (H, W, 3) uint8 array or RGB PIL image, got {got}")
+        raise ValueError(f"images[{index}]: expected an (H, W, 3) uint8 array or RGB PIL image, got {got}")
     return np.ascontiguousarray(image)
 
 

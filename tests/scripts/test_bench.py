@@ -13,7 +13,7 @@ from scripts import bench
 from tests.conftest import ServedGraph, free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-HEADER = "| Prompt | Total | FLUX | BG | 3D | Export | Size |"
+HEADER = "| Prompt | Total | FLUX | BG | 3D | Remesh | Bake | Export | Size |"
 STAGES = ("text_to_image", "background", "image_to_3d", "export", "total")
 STUB_TIMING_MS = {"text_to_image": 40.0, "background": 5.0, "image_to_3d": 30.0, "export": 2.5, "total": 80.0}
 
@@ -123,3 +123,15 @@ def test_main_against_served_graph(tmp_path: Path, served: ServedGraph) -> None:
     assert all(0.5 < size / len(direct.content) < 2 for size in sizes)
     assert report["runs"]["sequential"]["assets_per_s"] > 0 and report["runs"]["concurrent"]["assets_per_s"] > 0
     assert markdown.count(HEADER) == 2 and "| **p95** |" in markdown
+
+
+@pytest.mark.serve
+def test_jobs_mode_times_jobs_to_done_with_their_stage_timings(tmp_path: Path, served: ServedGraph) -> None:
+    code, report, _ = run_bench(
+        tmp_path, "--url", served.url, "-n", "2", "--concurrency", "2", "--sweep", "1,2", "--warmup", "0",
+        "--jobs", "--body", '{"texture": "vertex"}',
+    )
+    assert code == 0 and report["config"]["jobs"] and report["config"]["body"] == {"texture": "vertex"}
+    for row in report["requests"]:
+        assert row["status"] == 200, row["error"]
+        assert set(row["stages"]) == {*STAGES, "total"} and row["size_bytes"] > 0

@@ -5,7 +5,7 @@ import pytest
 import trimesh
 from scipy.spatial import cKDTree
 
-from gen3d.errors import InputError, StageOutputError
+from gen3d.errors import StageOutputError
 from gen3d.orientation import quaternion_to_matrix
 from gen3d.results import MeshAsset
 from gen3d.splat.from_mesh import gaussians_from_samples, mesh_to_gaussians, sample_surface
@@ -63,9 +63,9 @@ def test_colours_can_be_overridden_and_are_checked() -> None:
     red = np.tile([1.0, 0.0, 0.0], (100, 1))
     g = gaussians_from_samples(samples, colors=red)
     np.testing.assert_allclose(0.5 + 0.28209479177387814 * g.f_dc, red, atol=1e-6)
-    with pytest.raises(InputError, match="colors"):
+    with pytest.raises(ValueError, match="colors"):
         gaussians_from_samples(samples, colors=red[:50])
-    with pytest.raises(InputError, match="opacity"):
+    with pytest.raises(ValueError, match="opacity"):
         gaussians_from_samples(samples, opacity=1.0)
 
 
@@ -73,5 +73,5 @@ def test_bad_inputs() -> None:
     empty = MeshAsset(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.uint8))
     with pytest.raises(StageOutputError, match="empty"):
         mesh_to_gaussians(empty, 100)
-    with pytest.raises(InputError, match="count"):
+    with pytest.raises(ValueError, match="count"):
         sample_surface(coloured(trimesh.creation.icosphere(1)), 0)

@@ -5,9 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gen3d.errors import InputError
 from gen3d.results import Gaussians
-from gen3d.splat.ply import SPLAT_FIELDS, read_splat_ply, write_splat_ply
+from gen3d.splat.ply import SPLAT_FIELDS, PlyError, read_splat_ply, write_splat_ply
 
 HAMBURGER = Path(__file__).resolve().parent.parent / "fixtures" / "hamburger.ply"
 
@@ -77,12 +76,12 @@ def test_reader_tolerates_extra_properties_comments_and_big_endian() -> None:
     ],
 )
 def test_malformed_files_raise_input_error(data: bytes, fragment: str) -> None:
-    with pytest.raises(InputError, match=fragment):
+    with pytest.raises(PlyError, match=fragment):
         read_splat_ply(data)
 
 
 def test_writer_rejects_mismatched_shapes() -> None:
     g = random_gaussians(4)
     bad = Gaussians(g.means, g.f_dc, g.opacity, g.log_scales, g.rotations[:, :3])
-    with pytest.raises(InputError, match="rotations"):
+    with pytest.raises(PlyError, match="rotations"):
         write_splat_ply(bad)

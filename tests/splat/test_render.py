@@ -11,9 +11,12 @@ from gen3d.results import Gaussians
 from gen3d.splat.agreement import measure_agreement, procedural_solids
 from gen3d.splat.ply import read_splat_ply
 from gen3d.splat.render import (
+    mip_pyramid,
     orbit_camera,
     psnr,
     render_splat,
+    render_textured_mesh,
+    sample_bilinear,
     silhouette_iou,
     silhouette_taper,
     validator_cameras,
@@ -89,3 +92,49 @@ def test_hamburger_renders_upright_under_plus_y() -> None:
         tapers[label] = np.array([silhouette_taper(render_splat(scene, c).alpha) for c in cameras])
     assert (tapers["written"] < tapers["flipped"]).all()
     assert tapers["written"].mean() < 1.35 < tapers["flipped"].mean()
+
+
+def textured_square(half: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A square of side 2 * half facing +Z (the first validator camera), UVs in glTF convention:
+    the image's top row (v = 0) on the square's top edge (+Y)."""
+    vertices = np.array([[-half, -half, 0.0], [half, -half, 0.0], [half, half, 0.0], [-half, half, 0.0]])
+    uvs = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    return vertices, np.array([[0, 1, 2], [0, 2, 3]]), uvs
+
+
+def test_textured_render_puts_the_image_top_left_up_and_left() -> None:
+    texture = np.zeros((2, 2, 3), np.uint8)
+    texture[0, 0] = (255, 0, 0)  # top left: red
+    texture[0, 1] = (0, 255, 0)  # top right: green
+    texture[1, :] = (0, 0, 255)  # bottom: blue
+    vertices, faces, uvs = textured_square(0.5)
+    camera = orbit_camera(0.0, size=64, elevation_deg=0.0)
+    render = render_textured_mesh(vertices, faces, uvs, texture, camera, mipmaps=False)
+    corner = camera.project(camera.to_camera(np.array([[-0.4, 0.4, 0.0], [0.4, 0.4, 0.0], [0.0, -0.4, 0.0]])))
+    (lx, ly), (rx, ry), (bx, by) = corner.astype(int)
+    np.testing.assert_allclose(render.rgb[ly, lx], [1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(render.rgb[ry, rx], [0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(render.rgb[by, bx], [0, 0, 1], atol=1e-6)
+    assert render.alpha[0, 0] == 0.0 and render.rgb[0, 0].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_mip_pyramid_keeps_the_mean_and_bilinear_hits_texel_centres() -> None:
+    texture = np.random.default_rng(0).random((8, 8, 3))
+    pyramid = mip_pyramid(texture)
+    assert [level.shape[0] for level in pyramid] == [8, 4, 2, 1]
+    np.testing.assert_allclose(pyramid[-1][0, 0], texture.mean(axis=(0, 1)))
+    centres = (np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="xy"), -1).reshape(-1, 2) + 0.5) / 8
+    np.testing.assert_allclose(sample_bilinear(texture, centres), texture.reshape(-1, 3))
+
+
+def test_mipmaps_average_a_texture_too_fine_for_the_pixels() -> None:
+    """A 256² one-texel checker on a square ~40 px wide: mipmapping greys it out, point sampling aliases."""
+    checker = ((np.indices((256, 256)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    texture = np.repeat(checker[:, :, None], 3, axis=2)
+    vertices, faces, uvs = textured_square(0.4)
+    camera = orbit_camera(0.0, size=96, elevation_deg=0.0)
+    filtered = render_textured_mesh(vertices, faces, uvs, texture, camera)
+    aliased = render_textured_mesh(vertices, faces, uvs, texture, camera, mipmaps=False)
+    inside = filtered.alpha > 0.5
+    np.testing.assert_allclose(filtered.rgb[inside], 0.5, atol=0.02)
+    assert aliased.rgb[inside].std() > 0.1

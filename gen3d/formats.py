@@ -1,0 +1,148 @@
+"""One home per output format: media type, extension, what ``image_to_3d`` must produce, writer.
+
+A request names a format (``glb``, ``obj``, ``ply``, ``splat``) and, for meshes, a texture mode
+(``vertex`` colours or a ``uv`` atlas). Everything downstream asks this registry instead of
+testing format names: the edge validates against it, the pipeline reads ``product`` and
+``needs_bake``, and the export stage calls ``writer``.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from gen3d.mesh.files import write_textured_mesh, write_vertex_color_mesh
+from gen3d.orientation import UpAxis, orient_gaussians
+from gen3d.splat.normalise import normalise_gaussians
+from gen3d.splat.ply import write_splat_ply
+
+#: Output file formats: three mesh formats and the Gaussian-splat PLY.
+OutputFormat = Literal["glb", "obj", "ply", "splat"]
+#: How a mesh carries colour: per-vertex colours or a baked UV texture atlas.
+TextureMode = Literal["vertex", "uv"]
+#: What ``image_to_3d`` hands on: a mesh, or surface gaussians sampled from it.
+Product = Literal["mesh", "gaussians"]
+
+#: Request ranges of the mesh options (also in the OpenAPI schema and ``GET /version``).
+FACES_RANGE = (1_000, 500_000)
+TEXTURE_SIZES = (256, 512, 1024, 2048)
+RESOLUTION_RANGE = (32, 512)
+
+
+def auto_resolution(faces: int, cap: int) -> int:
+    """The marching grid for a face target when a request names none.
+
+    About 0.9 sqrt(faces) points per axis, a multiple of 32, at least 96: the grid then holds 2-3
+    times the target's faces, so decimation keeps its accuracy (Chamfer 0.008 % of the extent at
+    20k faces from a 128 grid, 0.006 % from 256) while the field queries and the decimation cost
+    a fraction (``scripts/bench_mesh.py``). TripoSR's 64x64 triplane has no detail finer than
+    1/64 of its box, so 128 samples it twice. Never above ``cap``, the preset's ``mc_resolution``.
+    """
+    return min(max(32 * math.ceil(0.9 * math.sqrt(faces) / 32), 96), cap)
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """Per-request mesh settings, already validated at the edge.
+
+    Attributes:
+        faces: target triangle count; meshes with more are decimated to it.
+        texture: ``vertex`` colours or a baked ``uv`` atlas.
+        texture_size: side of the square atlas in texels (``uv`` only).
+        resolution: marching-cubes grid points per axis (``auto_resolution`` of ``faces`` unless
+            the request names one).
+        normalize: centre the mesh and scale its largest side to 1 (within ±0.5); False keeps
+            TripoSR's scale (±0.87).
+    """
+
+    faces: int
+    texture: TextureMode
+    texture_size: int
+    resolution: int
+    normalize: bool
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a written file is: its media type and extension (no dot)."""
+
+    media_type: str
+    extension: str
+
+
+#: Writes a model-frame asset as file bytes; meshes are always +Y up and ignore ``up``, splats
+#: are always normalised and ignore ``normalize``.
+Writer = Callable[[Any, UpAxis, bool], bytes]
+
+
+def mesh_writer(fmt: str, textured: bool) -> Writer:
+    """The writer of a mesh file format, for vertex colours or a baked texture."""
+
+    def write(mesh: Any, up: UpAxis, normalize: bool) -> bytes:
+        if textured:
+            return write_textured_mesh(mesh, fmt, normalize=normalize)
+        return write_vertex_color_mesh(mesh, fmt, normalize=normalize)
+
+    return write
+
+
+def write_splat(gaussians: Any, up: UpAxis, normalize: bool) -> bytes:
+    """A validator splat PLY: oriented for ``up``, centred, largest side 1."""
+    return write_splat_ply(normalise_gaussians(orient_gaussians(gaussians, up)))
+
+
+@dataclass(frozen=True)
+class Format:
+    """One output format.
+
+    Attributes:
+        name: the request's ``format`` value.
+        product: what ``image_to_3d`` must produce for it.
+        files: file kind per texture mode the format supports (splats: keyed ``vertex``, as
+            their colour lives on each gaussian).
+        writers: the writer per texture mode, same keys as ``files``.
+    """
+
+    name: OutputFormat
+    product: Product
+    files: dict[TextureMode, FileKind]
+    writers: dict[TextureMode, Writer]
+
+    def supports(self, texture: TextureMode) -> bool:
+        return texture in self.files
+
+    def file_kind(self, texture: TextureMode) -> FileKind:
+        """The file this format writes in ``texture`` mode; ValueError if it has none."""
+        if texture not in self.files:
+            raise ValueError(f"format {self.name} does not support texture {texture!r}")
+        return self.files[texture]
+
+
+GLB = FileKind("model/gltf-binary", "glb")
+
+FORMATS: dict[str, Format] = {
+    "glb": Format(
+        "glb", "mesh", {"vertex": GLB, "uv": GLB}, {"vertex": mesh_writer("glb", False), "uv": mesh_writer("glb", True)}
+    ),
+    # A textured OBJ is three files (.obj, .mtl, texture): they travel as one zip.
+    "obj": Format(
+        "obj",
+        "mesh",
+        {"vertex": FileKind("model/obj", "obj"), "uv": FileKind("application/zip", "zip")},
+        {"vertex": mesh_writer("obj", False), "uv": mesh_writer("obj", True)},
+    ),
+    "ply": Format("ply", "mesh", {"vertex": FileKind("application/ply", "ply")}, {"vertex": mesh_writer("ply", False)}),
+    "splat": Format("splat", "gaussians", {"vertex": FileKind("application/octet-stream", "ply")}, {"vertex": write_splat}),
+}
+
+
+def get_format(name: str) -> Format:
+    """The registry entry for ``name``; ValueError naming the known formats otherwise."""
+    if name not in FORMATS:
+        raise ValueError(f"format: expected one of {list(FORMATS)}, got {name!r}")
+    return FORMATS[name]
+
+
+def needs_bake(fmt: Format, mesh: MeshOptions | None) -> bool:
+    """Whether the request needs a texture baked from the colour field (a ``uv`` mesh)."""
+    return fmt.product == "mesh" and mesh is not None and mesh.texture == "uv"

@@ -1,0 +1,100 @@
+"""Compile the text_to_image stage once per versions key and save the artifacts its replicas load.
+
+    python -m scripts.precompile --serve-config serve_config.yaml   # what scripts/serve.sh runs first
+    python -m scripts.precompile --preset fast --force              # recompile although artifacts exist
+
+Starts the stage exactly as its replica will (same preset, same weights, same settings), warms it
+up, which compiles every allowed shape, and writes ``<compile_cache_dir>/<key>/artifacts.bin``
+(see ``gen3d.compile_cache``). The key names the torch, Triton, torchao, diffusers, transformers,
+Python and CUDA versions, the GPU model and the driver, so after an upgrade this compiles again
+into a new folder, and replicas log which versions changed until it has. When the key's artifacts
+exist it returns at once, as it does for a preset that compiles nothing (``compile: false``). A
+preset that compiles without a ``compile_cache_dir`` is an error: its replicas would compile on
+every start.
+
+On a 24 GB card run it before ``serve run`` (serve.sh does), not beside running replicas: it loads
+its own copy of FLUX.
+"""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from gen3d.compile_cache import CompileCache, save_artifacts
+from gen3d.config import TextToImageConfig, load_preset
+from gen3d.devices import resolve_device
+from gen3d.text_to_image import TextToImage
+from scripts.startup_probe import parse_overrides
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--serve-config", default=None, help="a serve YAML; its application's preset and overrides")
+    source.add_argument("--preset", default=None, help="preset name or YAML path (default: the serve builder's)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="text_to_image override, repeatable (after the serve config's overrides)")
+    parser.add_argument("--force", action="store_true", help="compile and save even if this key has artifacts")
+    return parser.parse_args()
+
+
+def stage_config(args: argparse.Namespace) -> TextToImageConfig:
+    """The text_to_image config the replicas will use: serve config (or preset) plus ``--set``."""
+    from graph import GraphArgs  # the serve builder's own defaults and validation
+
+    if args.serve_config is not None:
+        raw = yaml.safe_load(Path(args.serve_config).read_text())
+        graph_args = GraphArgs.model_validate(raw["applications"][0].get("args") or {})
+    else:
+        graph_args = GraphArgs() if args.preset is None else GraphArgs(preset=args.preset)
+    overrides = dict(graph_args.overrides)
+    overrides["text_to_image"] = {**overrides.get("text_to_image", {}), **parse_overrides(args.set)}
+    return load_preset(graph_args.preset, overrides).text_to_image
+
+
+def precompile(cfg: TextToImageConfig, force: bool) -> CompileCache | None:
+    """Warm the stage up and save its artifacts, unless they exist (and not ``force``).
+
+    Returns:
+        The key's cache folder, or None when the config compiles nothing.
+
+    Raises:
+        ValueError: the config compiles but keeps no cache folder.
+    """
+    if not cfg.compile:
+        logging.info("precompile: text_to_image.compile is false; nothing to precompile")
+        return None
+    if cfg.compile_cache_dir is None:
+        raise ValueError(
+            "text_to_image: compile is on but compile_cache_dir is unset, so every replica start would compile; "
+            "set compile_cache_dir (e.g. ~/.cache/gen3d/compile) in the preset"
+        )
+    cache = CompileCache.for_device(cfg.compile_cache_dir, resolve_device(cfg.device))
+    if cache.artifacts.is_file() and not force:
+        logging.info("precompile: %s already holds this key's artifacts; nothing to do", cache.directory)
+        return cache
+    start = time.perf_counter()
+    stage = TextToImage.from_config(cfg)
+    stage.warmup()
+    counts = save_artifacts(cache)
+    logging.info("precompile: %s in %.0f s (%s)", cache.artifacts, time.perf_counter() - start, counts)
+    return cache
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cache = precompile(stage_config(args), args.force)
+    except ValueError as err:
+        sys.exit(f"precompile: {err}")
+    if cache is not None:
+        print(cache.artifacts)
+
+
+if __name__ == "__main__":
+    main()
