@@ -9,6 +9,7 @@ import argparse
 import base64
 import email.utils
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -249,20 +250,31 @@ def ray_env(environ: dict[str, str]) -> dict[str, str]:
     return {**environ, "RAY_AUTH_MODE": environ.get("RAY_AUTH_MODE", "token")}
 
 
-def cmd_serve(args: argparse.Namespace, execute: Callable[[str, list[str], dict[str, str]], None] = os.execve) -> int:
+def run_precompile(config: Path) -> int:
+    """``scripts/precompile.py`` for ``config``'s preset: fills its compile cache on first use."""
+    return subprocess.run([sys.executable, "-m", "scripts.precompile", "--serve-config", str(config)], cwd=ROOT).returncode
+
+
+def cmd_serve(
+    args: argparse.Namespace,
+    execute: Callable[[str, list[str], dict[str, str]], None] = os.execve,
+    precompile: Callable[[Path], int] = run_precompile,
+) -> int:
     """``gen3d serve``: pre-flight, then replace this process by the launcher in the checkout.
 
     The launcher (``gen3d.launcher``) runs ``serve run`` and, on Ctrl-C or SIGTERM, drains the
-    requests in flight before it stops Serve.
+    requests in flight before it stops Serve. A preset that compiles FLUX is precompiled first
+    (a no-op once its compile cache holds this machine's artifacts).
 
     Returns:
         2 when the pre-flight fails (``execute`` never returns otherwise).
     """
-    from gen3d.preflight import PreflightError, check_serve_config
+    from gen3d.preflight import PreflightError, check_serve_config, preset_of
 
     config = Path(args.config).expanduser().resolve()
     try:
         notes = check_serve_config(config)
+        compiles = preset_of(config)[1].text_to_image.compile
         if not (ROOT / "graph.py").is_file():
             raise PreflightError(f"gen3d serve runs from a source checkout (graph.py), and {ROOT} has none")
     except PreflightError as err:
@@ -272,6 +284,9 @@ def cmd_serve(args: argparse.Namespace, execute: Callable[[str, list[str], dict[
         print(note)
     print(AUTH_HINT)
     sys.stdout.flush()
+    if compiles and precompile(config) != 0:
+        _err("gen3d serve: scripts/precompile.py failed (its output is above)")
+        return 2
     # Serve imports graph:build_app from its working directory: the checkout.
     os.chdir(ROOT)
     command = serve_command(config)

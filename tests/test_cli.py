@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gen3d import cli
 from tests.conftest import FIXTURES, ROOT
@@ -262,7 +263,10 @@ def test_serve_runs_the_launcher_in_the_checkout_after_the_preflight(
     config.write_text((ROOT / "configs" / "serve_tiny.yaml").read_text())
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     args = cli.build_parser().parse_args(["serve", "configs/mine.yaml"])
-    assert cli.cmd_serve(args, execute=lambda path, argv, env: calls.append((path, argv, env))) == 0
+    precompiled: list[Path] = []
+    execute = lambda path, argv, env: calls.append((path, argv, env))  # noqa: E731
+    assert cli.cmd_serve(args, execute=execute, precompile=lambda c: precompiled.append(c) or 0) == 0
+    assert precompiled == []  # the tiny preset compiles nothing
     (path, argv, env), = calls
     assert argv[1:] == ["-m", "gen3d.launcher", str(config)]
     assert Path.cwd() == ROOT
@@ -283,3 +287,20 @@ def test_serve_refuses_a_config_the_machine_cannot_run(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "configs/serve_tiny.yaml" in err and "CUDA" in err
+
+
+def test_serve_precompiles_a_compiling_preset_first_and_stops_if_that_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "serve.yaml"
+    tiny = yaml.safe_load((ROOT / "configs" / "serve_tiny.yaml").read_text())
+    tiny["applications"][0]["args"]["overrides"] = {"text_to_image": {"compile": True}}
+    config.write_text(yaml.safe_dump(tiny))
+    args = cli.build_parser().parse_args(["serve", str(config)])
+    calls: list[str] = []
+    execute = lambda path, argv, env: calls.append("launcher")  # noqa: E731
+    assert cli.cmd_serve(args, execute=execute, precompile=lambda c: calls.append("precompile") or 0) == 0
+    assert calls == ["precompile", "launcher"]
+    calls.clear()
+    assert cli.cmd_serve(args, execute=execute, precompile=lambda c: calls.append("precompile") or 1) == 2
+    assert calls == ["precompile"]
