@@ -85,7 +85,12 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
             wait_for(lambda: httpx.get(f"{admin.dashboard}/api/version", timeout=5).status_code == 200, 120, "the dashboard")
             admin.deploy(spread_config(port))
             url = f"http://127.0.0.1:{port}"
-            wait_for(lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200, READY_S, "the two-node app", poll_s=2)
+            # /health turns 200 once one replica of each stage answers; the test needs both nodes' replicas.
+            wait_for(
+                lambda: httpx.get(f"{url}/health", timeout=5).status_code == 200
+                and all(len(set(nodes)) == 2 for nodes in running_nodes(admin).values()),
+                READY_S, "the two-node app, every deployment running on both nodes", poll_s=2,
+            )  # fmt: skip
             logs = Path(cluster.head_node.get_logs_dir_path()) / "serve"
             yield TwoNodes(cluster, admin, url, cluster.head_node.node_id, worker.node_id, logs)
         finally:
