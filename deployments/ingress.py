@@ -41,14 +41,15 @@ from gen3d.api import (
     job_from_form_prompt,
     job_from_image_file,
     job_from_request,
-    mib,
     parse_form_seed,
     server_timing,
 )
 from gen3d.config import TextToImageConfig
 from gen3d.errors import InputError, StageOutputError
 from gen3d.formats import FACES_RANGE, FORMATS, RESOLUTION_RANGE, TEXTURE_SIZES, MeshOptions, auto_resolution
+from gen3d.imaging import mib
 from gen3d.jobs import FINISHED, UnknownJob, file_key
+from gen3d.launcher import ADMIN_TOKEN_ENV
 from gen3d.results import ExportedFile, Traced
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ logger = logging.getLogger(__name__)
 EVENT_WAIT_S = 15.0
 #: Seconds between drain-board heartbeats: how fast every replica sees a drain.
 HEARTBEAT_S = 0.25
-#: The launcher's secret for the drain routes; without it they answer 404.
-ADMIN_TOKEN_ENV = "GEN3D_ADMIN_TOKEN"
 
 app = FastAPI(
     title="gen3d",
@@ -318,6 +317,7 @@ class Ingress:
     # -- request decoding -------------------------------------------------------------------
 
     def _authorise_admin(self, request: Request) -> None:
+        # The launcher's secret (in the environment it gives Serve); without it the routes are 404.
         token = os.environ.get(ADMIN_TOKEN_ENV)
         if not token or not hmac.compare_digest(request.headers.get("x-admin-token", ""), token):
             raise StarletteHTTPException(404, "Not Found")

@@ -83,17 +83,18 @@ class Admission:
         self._changed = asyncio.Condition()
 
     def start_drain(self) -> None:
-        """Refuse new work from now on, and wake the queued jobs so that they give up."""
+        """Refuse new work from now on; queued jobs give up when they next wake (any release)."""
         self.draining = True
 
-    def _refuse_if_draining(self) -> None:
+    def refuse_if_draining(self) -> None:
+        """``ServiceBusy`` once a drain has started."""
         if self.draining:
             raise ServiceBusy("the service is shutting down; retry on another instance", self.service.retry_after_s)
 
     @asynccontextmanager
     async def now(self) -> AsyncIterator[None]:
         """A slot at once, or ``ServiceBusy``."""
-        self._refuse_if_draining()
+        self.refuse_if_draining()
         if self.in_flight >= self.service.max_in_flight:
             raise ServiceBusy(f"busy: {self.in_flight} requests in flight; retry later", self.service.retry_after_s)
         async with self._held():
@@ -104,7 +105,7 @@ class Admission:
         """A slot once one is free (a job waiting as ``queued``); ``ServiceBusy`` if a drain starts first."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.draining or self.in_flight < self.service.max_in_flight)
-        self._refuse_if_draining()
+        self.refuse_if_draining()
         async with self._held():
             yield
 
@@ -120,7 +121,7 @@ class Admission:
 
     async def drain(self) -> bool:
         """Refuse new work and wait (up to ``drain_timeout_s``) for work in flight; True if it all finished."""
-        self.draining = True
+        self.start_drain()
         async with self._changed:
             self._changed.notify_all()  # queued jobs give up
             try:
@@ -206,8 +207,7 @@ class Pipeline:
         Raises:
             ServiceBusy: shutting down, or the job store is full.
         """
-        if self.admission.draining:
-            raise ServiceBusy("the service is shutting down; retry on another instance", self.service.retry_after_s)
+        self.admission.refuse_if_draining()
         try:
             job_id = await self.handles.state.create.remote()
         except StoreFull as exc:

@@ -24,7 +24,7 @@ from gen3d.formats import (
     UpAxis,
     auto_resolution,
 )
-from gen3d.imaging import decode_base64_image, decode_image
+from gen3d.imaging import decode_base64_image, decode_image, mib
 
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 MAX_SEED = 2**32 - 1
@@ -203,11 +203,6 @@ def mesh_options(req: GenerateRequest, defaults: MeshOptions) -> MeshOptions | N
     if options.texture_size not in TEXTURE_SIZES:
         raise InputError("texture_size", f"expected one of {list(TEXTURE_SIZES)}, got {options.texture_size}")
     return options
-
-
-def mib(size: int) -> str:
-    """Bytes as MiB with one decimal, for messages people read."""
-    return f"{size / 2**20:.1f} MiB"
 
 
 def decode_base64_upload(text: str, service: ServiceConfig) -> np.ndarray:

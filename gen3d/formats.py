@@ -78,10 +78,10 @@ Writer = Callable[[Any, UpAxis, bool], bytes]
 def mesh_writer(fmt: str, textured: bool) -> Writer:
     """The writer of a mesh file format, for vertex colours or a baked texture."""
 
+    writer = write_textured_mesh if textured else write_vertex_color_mesh
+
     def write(mesh: Any, up: UpAxis, normalize: bool) -> bytes:
-        if textured:
-            return write_textured_mesh(mesh, fmt, normalize=normalize)
-        return write_vertex_color_mesh(mesh, fmt, normalize=normalize)
+        return writer(mesh, fmt, normalize=normalize)
 
     return write
 

@@ -161,12 +161,14 @@ def decode_base64_image(text: str, max_bytes: int, max_pixels: int, min_side: in
     return decode_image(data, max_pixels=max_pixels, min_side=min_side)
 
 
+def mib(size: int) -> str:
+    """Bytes as MiB with one decimal, for messages people read."""
+    return f"{size / 2**20:.1f} MiB"
+
+
 def _too_large(size: int, limit: int) -> str:
     """The 413 message: sizes in MiB and the setting that sets the limit."""
-    return (
-        f"is about {size / 2**20:.1f} MiB of image, over the upload limit of {limit / 2**20:.1f} MiB "
-        "(service setting max_upload_bytes)"
-    )
+    return f"is about {mib(size)} of image, over the upload limit of {mib(limit)} (service setting max_upload_bytes)"
 
 
 def _strip_data_url(text: str) -> str:

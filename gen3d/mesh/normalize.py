@@ -1,8 +1,9 @@
 """Model frame -> mesh-file frame: +Y up (``gen3d.orientation``), then optionally into the unit box.
 
 Normalising centres the bounding box at the origin and scales its largest side to 1, so every
-coordinate lies within ±0.5 (the same box as an exported splat of the object); the scale is
-uniform and the rotation proper, so winding and normal directions survive.
+coordinate lies within ±0.5, with the splat export's ``fit_box``, so a mesh and a splat of one
+object line up; the scale is uniform and the rotation proper, so winding and normal directions
+survive.
 """
 
 from dataclasses import replace
@@ -10,10 +11,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from gen3d.errors import StageOutputError
 from gen3d.mesh.clean import position_groups
 from gen3d.orientation import to_y_up
 from gen3d.results import MeshAsset, TexturedMesh
+from gen3d.splat.normalise import fit_box
 
 #: Largest bounding-box side of a normalised mesh file.
 UNIT_EXTENT = 1.0
@@ -29,11 +30,7 @@ def file_vertices(vertices: np.ndarray, normalize: bool = True) -> np.ndarray:
     """
     y_up = to_y_up(vertices.astype(np.float64))
     if normalize:
-        low, high = y_up.min(axis=0), y_up.max(axis=0)
-        side = float((high - low).max())
-        if side <= 0.0:
-            raise StageOutputError(f"cannot normalise a mesh of {len(vertices)} coincident vertices")
-        y_up = (y_up - 0.5 * (low + high)) * (UNIT_EXTENT / side)
+        return fit_box(y_up, UNIT_EXTENT).apply(y_up)
     return y_up.astype(np.float32)
 
 
