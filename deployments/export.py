@@ -1,4 +1,4 @@
-"""``export`` deployment (CPU): mesh clean-up, decimation, unwrapping and file writing."""
+"""``export`` deployment (CPU): mesh decimation, clean-up and file writing."""
 
 from typing import Any
 
@@ -15,7 +15,7 @@ from gen3d.results import Traced
 
 @serve.deployment(**STAGE_OPTIONS)
 class ExportDeployment:
-    """``Traced[Asset3D]`` -> ``Traced[Unwrapped]`` (``remesh``); ``Traced[Asset3D | TexturedMesh]`` ->
+    """``Traced[Asset3D]`` -> ``Traced[Remeshed]`` (``remesh``); ``Traced[Asset3D | TexturedMesh]`` ->
     ``Traced[ExportedFile]`` (``export``).
 
     Args:
@@ -28,8 +28,8 @@ class ExportDeployment:
         self.runtime = StageRuntime("export", torch.device("cpu"))
 
     async def remesh(self, upstream: Traced, mesh: MeshOptions) -> Traced:
-        unwrapped, seconds = await self.runtime.call(self.model.remesh, upstream.value, mesh)
-        return upstream.then("remesh", unwrapped, seconds)
+        remeshed, seconds = await self.runtime.call(self.model.remesh, upstream.value, mesh)
+        return upstream.then("remesh", remeshed, seconds)
 
     async def export(self, upstream: Traced, fmt: OutputFormat, up: UpAxis, mesh: MeshOptions | None) -> Traced:
         exported, seconds = await self.runtime.call(self.model.export, upstream.value, fmt, up, mesh)

@@ -12,10 +12,11 @@ from gen3d.results import Traced
 
 @serve.deployment(**STAGE_OPTIONS)
 class ImageTo3DDeployment:
-    """``Traced[PreparedImage]`` -> ``Traced[Asset3D]``; ``Traced[Unwrapped]`` -> ``Traced[TexturedMesh]``.
+    """``Traced[PreparedImage]`` -> ``Traced[Asset3D]``; ``Traced[Remeshed]`` -> ``Traced[TexturedMesh]``.
 
-    Bakes come back to this GPU stage between two CPU steps of the export stage (unwrap before,
-    file writing after), so the GPU never waits on CPU work.
+    Bakes (unwrap and texture, both in torch on the GPU) come back to this stage between two CPU
+    steps of the export stage (decimation before, file writing after), so the GPU never waits on
+    CPU work.
 
     Args:
         config: an ``ImageTo3DConfig`` as a mapping (validated here).

@@ -138,7 +138,7 @@ def mesh_option_ranges(mesh: MeshOptions) -> dict[str, Any]:
             "min": RESOLUTION_RANGE[0],
             "max": RESOLUTION_RANGE[1],
             "default": auto_resolution(mesh.faces, mesh.resolution),
-            "auto": f"unless given: about 0.9 sqrt(faces), a multiple of 32, from 96 up to {mesh.resolution}",
+            "auto": f"unless given: about 0.7 sqrt(faces), a multiple of 32, from 96 up to {mesh.resolution}",
         },
         "normalize": {"default": mesh.normalize},
     }

@@ -168,9 +168,9 @@ class Pipeline:
         asset = h.image_to_3d.generate.remote(prepared, shape)
         steps.append(Step("image_to_3d", asset))
         if bake:
-            unwrapped = h.export.remesh.remote(asset, job.mesh)
-            steps.append(Step("remesh", unwrapped))
-            asset = h.image_to_3d.bake.remote(unwrapped)
+            remeshed = h.export.remesh.remote(asset, job.mesh)
+            steps.append(Step("remesh", remeshed))
+            asset = h.image_to_3d.bake.remote(remeshed)
             steps.append(Step("bake", asset))
         steps.append(Step("export", h.export.export.remote(asset, job.format, job.up, job.mesh)))
         return steps

@@ -96,7 +96,7 @@ class GenerateRequest(BaseModel):
     )
     resolution: int | None = Field(
         default=None, ge=RESOLUTION_RANGE[0], le=RESOLUTION_RANGE[1],
-        description="Marching-cubes grid points per axis (default: from faces, about 0.9 sqrt(faces)).",
+        description="Marching-cubes grid points per axis (default: from faces, about 0.7 sqrt(faces)).",
     )
     normalize: bool | None = Field(
         default=None, description="Centre the mesh and scale its largest side to 1 (within ±0.5)."

@@ -14,6 +14,9 @@ logger = logging.getLogger(__name__)
 
 #: Config precision names of plain torch dtypes (fp8 is a quantisation on top of bf16, not a dtype).
 TORCH_DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: Environment of a process that loads FLUX under a memory cap, read when CUDA initialises: the
+#: cap counts reserved segments, and in-place fp8 quantisation leaves fixed-size ones partly used.
+CAPPED_ALLOCATOR_ENV: dict[str, str] = {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,8 +17,7 @@ from gen3d.errors import StageOutputError
 from gen3d.formats import MeshOptions, OutputFormat, get_format
 from gen3d.orientation import UpAxis
 from gen3d.mesh.prepare import simplify
-from gen3d.mesh.unwrap import unwrap
-from gen3d.results import Asset3D, ExportedFile, Gaussians, MeshAsset, TexturedMesh, Unwrapped
+from gen3d.results import Asset3D, ExportedFile, Gaussians, MeshAsset, Remeshed, TexturedMesh
 from gen3d.splat.from_mesh import mesh_to_gaussians
 from gen3d.splat.validate import MIN_SPLAT_COUNT
 
@@ -73,11 +72,14 @@ class Exporter:
         logger.info("export: mesh files and splats on the CPU")
         return cls(cfg)
 
-    def remesh(self, asset: Asset3D, mesh: MeshOptions) -> Unwrapped:
-        """Clean, decimate and unwrap ``asset.mesh`` for a texture bake of ``asset.scene_code``."""
+    def remesh(self, asset: Asset3D, mesh: MeshOptions) -> Remeshed:
+        """Decimate and clean ``asset.mesh`` for a texture bake of ``asset.scene_code``.
+
+        The unwrap is left to the bake, on the GPU: it took more CPU time than the decimation.
+        """
         if asset.scene_code is None:
             raise ValueError("remesh: the asset carries no scene code (image_to_3d was not asked to keep it)")
-        return Unwrapped(unwrap(surface(asset.mesh, mesh.faces), mesh.texture_size), asset.scene_code)
+        return Remeshed(surface(asset.mesh, mesh.faces), mesh.texture_size, asset.scene_code)
 
     def export(
         self, asset: Asset3D | MeshAsset | TexturedMesh, fmt: OutputFormat, up: UpAxis, mesh: MeshOptions | None

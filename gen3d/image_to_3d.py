@@ -18,8 +18,8 @@ from gen3d.config import ImageTo3DConfig
 from gen3d.devices import TORCH_DTYPES, cap_memory_gib, resolve_device
 from gen3d.errors import StageOutputError
 from gen3d.formats import Product
-from gen3d.mesh.bake import bake_texture
-from gen3d.results import Asset3D, TexturedMesh, Unwrapped
+from gen3d.mesh.prepare import texture
+from gen3d.results import Asset3D, Remeshed, TexturedMesh
 from gen3d.splat.from_mesh import gaussians_from_samples, sample_surface
 from gen3d.triposr import TripoSR, TripoSRConfig
 from gen3d.triposr.planted import plant_sphere_in_weights
@@ -128,18 +128,18 @@ class ImageTo3D:
         return Asset3D(mesh, gaussians, kept)
 
     @torch.inference_mode()
-    def bake(self, unwrapped: Unwrapped) -> TexturedMesh:
-        """Bake the colour field of ``unwrapped.scene_code`` into the atlas of ``unwrapped.mesh``.
+    def bake(self, remeshed: Remeshed) -> TexturedMesh:
+        """Unwrap ``remeshed.mesh`` and bake the colour field of ``remeshed.scene_code`` into its atlas.
 
-        Each covered texel is coloured by querying the field at its surface point, so the
-        texture holds detail between vertices that vertex colours cannot.
+        Both run on the stage's device. Each covered texel is coloured by querying the field at
+        its surface point, so the texture holds detail between vertices that vertex colours cannot.
         """
-        code = torch.from_numpy(unwrapped.scene_code).to(self.device)
+        code = torch.from_numpy(remeshed.scene_code).to(self.device)
 
         def color_fn(points: torch.Tensor) -> torch.Tensor:
             return self.model.query(code, points, chunk=self.cfg.query_chunk)["color"]
 
-        return bake_texture(unwrapped.mesh, color_fn, self.device)
+        return texture(remeshed.mesh, color_fn, remeshed.texture_size, self.device)
 
     def warmup(self) -> None:
         """A full pass (mesh and splat) so the first request pays no allocation or kernel-selection cost.

@@ -86,15 +86,17 @@ class TexturedMesh:
 
 
 @dataclass(frozen=True)
-class Unwrapped:
-    """A ``UVMesh`` on its way to the bake, with the scene code whose colour field it needs.
+class Remeshed:
+    """A clean, decimated mesh on its way to the bake, with what the bake needs.
 
     Attributes:
-        mesh: the cleaned, decimated and unwrapped mesh, model frame.
-        scene_code: (3, C, H, W) float16 triplane from ``image_to_3d``.
+        mesh: the cleaned and decimated mesh, model frame; its colours are not used.
+        texture_size: side of the square atlas to unwrap it into, in texels.
+        scene_code: (3, C, H, W) float16 triplane from ``image_to_3d``, whose colour field is baked.
     """
 
-    mesh: UVMesh
+    mesh: MeshAsset
+    texture_size: int
     scene_code: np.ndarray
 
 

@@ -308,11 +308,11 @@ def runner_for(
 
 def main() -> None:
     args = parse_args()
+    from gen3d.devices import CAPPED_ALLOCATOR_ENV, resolve_device
+
     if args.memory_gib is not None or args.memory_fraction is not None:
-        # The cap counts reserved segments; in-place quantisation fragments fixed-size ones.
         # Read when CUDA initialises, which has not happened yet in this process.
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    from gen3d.devices import resolve_device
+        os.environ.update({**CAPPED_ALLOCATOR_ENV, **os.environ})
     from gen3d.flux_components import build_components
 
     device = resolve_device(args.device)

@@ -85,7 +85,7 @@ def textured_table(source: MeshAsset, targets: list[int], texture_size: int, dev
           "| JPEG PSNR dB | vertex GLB KB |\n|---|---|---|---|---|---|---|---|---|---|---|")  # fmt: skip
     for target in targets:
         simple_s, simple = timer(lambda t=target: simplify(source, t))
-        unwrap_s, uv_mesh = timer(lambda m=simple: unwrap(m, texture_size))
+        unwrap_s, uv_mesh = timer(lambda m=simple: unwrap(m, texture_size, device=device), device)
         bake_s, textured = timer(lambda u=uv_mesh: bake_texture(u, checker, device), device)
         png_s, png = timer(lambda m=textured: write_textured_mesh(m, "glb", "png"))
         jpeg_s, jpeg = timer(lambda m=textured: write_textured_mesh(m, "glb", "jpeg"))

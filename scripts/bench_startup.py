@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from gen3d.compile_cache import ARTIFACTS_NAME, KEY_NAME
+from gen3d.devices import CAPPED_ALLOCATOR_ENV
 
 #: The presets' T5 setting from now on: eager T5 inside its CUDA graph (about 10 ms per request).
 TORCHAO = {"fp8_weights": "torchao", "compile_text_encoder": False}
@@ -158,8 +159,7 @@ def run_row(row: Row, args: argparse.Namespace, seconds_left: float) -> dict[str
         prepare_cache(row, Path(args.cache_root))
     except FileNotFoundError as err:
         return {**result, "error": str(err)}
-    env = {**os.environ, "TORCH_LOGS": "recompiles,graph_breaks", **row.env}
-    env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    env = {**CAPPED_ALLOCATOR_ENV, **os.environ, "TORCH_LOGS": "recompiles,graph_breaks", **row.env}
     if args.hf_cache is not None:
         env["HF_HUB_CACHE"] = str(Path(args.hf_cache).resolve())
     log = Path(args.out) / "logs" / f"{row.label}.log"

@@ -4,6 +4,7 @@ Both atlases are baked by the same ``bake_texture`` from the same planted colour
 texture size, then rendered from the validators' 16 cameras with point-sampled (non-mipmapped)
 texture lookups and compared with the exact colour field at each pixel's surface point (found by
 rendering positions as colours), so the PSNR measures only how well the atlas holds the field.
+``--device`` is where both bakes run and where ours unwraps (xatlas is CPU only).
 
 xatlas is not a gen3d dependency; install it for this comparison with
 ``.venv/bin/pip install xatlas==0.0.11``.
@@ -131,8 +132,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for faces in args.faces:
         mesh = clean(decimate(source, faces))
-        for name, method in (("ours", unwrap), ("xatlas", xatlas_unwrap)):
-            seconds, uv_mesh = timer(lambda m=method: m(mesh, args.texture_size))
+        ours = ("ours", lambda m, size: unwrap(m, size, device=args.device))
+        for name, method in (ours, ("xatlas", xatlas_unwrap)):
+            seconds, uv_mesh = timer(lambda m=method: m(mesh, args.texture_size), args.device)
             bake_s, textured = timer(lambda u=uv_mesh: bake_texture(u, color_fn, args.device), args.device)
             score = truth_psnr(textured, color_fn, args.render_size)
             print(f"| {faces} | {name} | {seconds:.3f} | {uv_usage(uv_mesh):.3f} | {bake_s:.3f} | {score:.2f} |")

@@ -51,14 +51,14 @@ INGRESS = "Ingress"
 CARDS = "the GPUs"
 CORES = "the CPU cores"
 PROXY = "the HTTP proxy (bytes moved)"
-#: Sequential medians of the fp8 graph on one H100 (BENCHMARKS.md, "The graph on one H100"):
-#: text -> vertex-colour GLB at 256^3. The background figure is the tiny rembg net's (no full-size
-#: random u2net exists), so it is not representative: give the real one with --seconds.
-MEASURED_SECONDS = {"text_to_image": 0.167, "background": 0.055, "image_to_3d": 0.068, "export": 0.026}
-#: Their p50 total (0.345 s) less the sum of the stages: handles, transfers, HTTP.
-MEASURED_OVERHEAD_S = 0.029
+#: Sequential medians of the fp8 graph on one H200 (BENCHMARKS.md, "Two GPUs"; 48 requests):
+#: text -> the default UV-textured GLB (20k faces, 1024² texture), background IS-Net on the GPU.
+MEASURED_SECONDS = {"text_to_image": 0.165, "background": 0.033, "image_to_3d": 0.026, "remesh": 0.095,
+                    "bake": 0.030, "export": 0.028}  # fmt: skip
+#: Their p50 total (0.406 s) less the sum of the stages: handles, transfers, HTTP.
+MEASURED_OVERHEAD_S = 0.030
 #: The median GLB of that run.
-MEASURED_ASSET_MB = 4.0
+MEASURED_ASSET_MB = 0.643
 #: CPU seconds of the ingress and the proxy per request (and per MB of answer), beyond their idle
 #: use: ``scripts/serve_cpu_cost.py`` on the tiny graph on the 2-core development machine, whose
 #: cores are slower than a GPU server's, so these overstate the cost there.

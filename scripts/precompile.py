@@ -3,8 +3,9 @@
     python -m scripts.precompile --serve-config serve_config.yaml   # what scripts/serve.sh runs first
     python -m scripts.precompile --preset fast --force              # recompile although artifacts exist
 
-Starts the stage exactly as its replica will (same preset, same weights, same settings), warms it
-up, which compiles every allowed shape, and writes ``<compile_cache_dir>/<key>/artifacts.bin``
+Starts the stage exactly as its replica will (same preset, same weights, same settings, and the
+environment variables the serve config gives the replica, or the capped-allocator setting every
+generated config gives it), warms it up, which compiles every allowed shape, and writes ``<compile_cache_dir>/<key>/artifacts.bin``
 (see ``gen3d.compile_cache``). The key names the torch, Triton, torchao, diffusers, transformers,
 Python and CUDA versions, the GPU model and the driver, so after an upgrade this compiles again
 into a new folder, and replicas log which versions changed until it has. When the key's artifacts
@@ -18,6 +19,7 @@ its own copy of FLUX.
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,8 +28,9 @@ import yaml
 
 from gen3d.compile_cache import CompileCache, save_artifacts
 from gen3d.config import TextToImageConfig, load_preset
-from gen3d.devices import resolve_device
+from gen3d.devices import CAPPED_ALLOCATOR_ENV, resolve_device
 from gen3d.text_to_image import TextToImage
+from graph import GraphArgs
 from scripts.startup_probe import parse_overrides
 
 
@@ -42,18 +45,24 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def stage_config(args: argparse.Namespace) -> TextToImageConfig:
-    """The text_to_image config the replicas will use: serve config (or preset) plus ``--set``."""
-    from graph import GraphArgs  # the serve builder's own defaults and validation
+def graph_args(args: argparse.Namespace) -> tuple[GraphArgs, dict[str, str]]:
+    """The serve config's (or preset's) graph arguments, and the text_to_image replica's env vars."""
+    if args.serve_config is None:
+        return (GraphArgs() if args.preset is None else GraphArgs(preset=args.preset)), dict(CAPPED_ALLOCATOR_ENV)
+    application = yaml.safe_load(Path(args.serve_config).read_text())["applications"][0]
+    env: dict[str, str] = {}
+    for deployment in application.get("deployments") or []:
+        if deployment.get("name") == "TextToImageDeployment":
+            runtime_env = (deployment.get("ray_actor_options") or {}).get("runtime_env") or {}
+            env = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
+    return GraphArgs.model_validate(application.get("args") or {}), env
 
-    if args.serve_config is not None:
-        raw = yaml.safe_load(Path(args.serve_config).read_text())
-        graph_args = GraphArgs.model_validate(raw["applications"][0].get("args") or {})
-    else:
-        graph_args = GraphArgs() if args.preset is None else GraphArgs(preset=args.preset)
-    overrides = dict(graph_args.overrides)
-    overrides["text_to_image"] = {**overrides.get("text_to_image", {}), **parse_overrides(args.set)}
-    return load_preset(graph_args.preset, overrides).text_to_image
+
+def stage_config(graph: GraphArgs, sets: list[str]) -> TextToImageConfig:
+    """The text_to_image config the replicas will use: the graph's preset and overrides, plus ``--set``."""
+    overrides = dict(graph.overrides)
+    overrides["text_to_image"] = {**overrides.get("text_to_image", {}), **parse_overrides(sets)}
+    return load_preset(graph.preset, overrides).text_to_image
 
 
 def precompile(cfg: TextToImageConfig, force: bool) -> CompileCache | None:
@@ -88,8 +97,15 @@ def precompile(cfg: TextToImageConfig, force: bool) -> CompileCache | None:
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    graph, env = graph_args(args)
+    missing = {name: value for name, value in env.items() if name not in os.environ}
+    if missing:
+        # Without the replica's allocator setting a memory-capped FLUX failed its cap check here on
+        # the GPU box, even when set at this point: torch reads it once, and the imports above may
+        # already have. So start again with it from the first instruction; set variables win.
+        os.execve(sys.executable, sys.orig_argv, {**os.environ, **missing})
     try:
-        cache = precompile(stage_config(args), args.force)
+        cache = precompile(stage_config(graph, args.set), args.force)
     except ValueError as err:
         sys.exit(f"precompile: {err}")
     if cache is not None:

@@ -121,8 +121,8 @@ def test_mesh_options_take_the_request_over_the_preset() -> None:
     assert job.mesh.resolution == min(96, PRESET.image_to_3d.mc_resolution)  # the grid follows faces
 
 
-@pytest.mark.parametrize(("faces", "cap", "grid"), [(10_000, 256, 96), (20_000, 256, 128), (30_000, 256, 160),
-                                                    (500_000, 256, 256), (20_000, 48, 48)])  # fmt: skip
+@pytest.mark.parametrize(("faces", "cap", "grid"), [(10_000, 256, 96), (20_000, 256, 128), (30_000, 256, 128),
+                                                    (50_000, 256, 160), (500_000, 256, 256), (20_000, 48, 48)])  # fmt: skip
 def test_auto_resolution_follows_the_face_target_up_to_the_preset(faces: int, cap: int, grid: int) -> None:
     assert auto_resolution(faces, cap) == grid
     job = job_from_request(GenerateRequest(prompt="cube", faces=faces), JobDefaults(TEXT, replace(PRESET.mesh_defaults(), resolution=cap)), SERVICE)

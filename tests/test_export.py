@@ -12,6 +12,7 @@ from gen3d.config import ExportConfig
 from gen3d.errors import StageOutputError
 from gen3d.export import Exporter
 from gen3d.formats import MeshOptions
+from gen3d.mesh.unwrap import unwrap
 from gen3d.results import Asset3D, MeshAsset, TexturedMesh
 from gen3d.splat.from_mesh import mesh_to_gaussians
 from gen3d.splat.ply import read_splat_ply
@@ -94,10 +95,11 @@ def test_faces_target_decimates_and_the_glb_is_valid(exporter: Exporter, sphere:
 
 def test_remesh_then_textured_glb_and_obj_zip(exporter: Exporter, sphere: MeshAsset) -> None:
     uv = MeshOptions(**{**VERTEX.__dict__, "texture": "uv", "faces": 5000})
-    unwrapped = exporter.remesh(Asset3D(sphere, scene_code=np.zeros((3, 2, 4, 4), np.float16)), uv)
-    assert len(unwrapped.mesh.faces) <= 5000 and unwrapped.mesh.texture_size == 256
+    remeshed = exporter.remesh(Asset3D(sphere, scene_code=np.zeros((3, 2, 4, 4), np.float16)), uv)
+    assert len(remeshed.mesh.faces) <= 5000 and remeshed.texture_size == 256
+    uv_mesh = unwrap(remeshed.mesh, remeshed.texture_size)
     texture = np.full((256, 256, 3), 200, np.uint8)
-    baked = TexturedMesh(unwrapped.mesh.vertices, unwrapped.mesh.faces, unwrapped.mesh.uvs, texture)
+    baked = TexturedMesh(uv_mesh.vertices, uv_mesh.faces, uv_mesh.uvs, texture)
     glb = exporter.export(baked, "glb", "+y", uv)
     assert glb.media_type == "model/gltf-binary" and validate_glb(glb.data).errors == 0
     obj = exporter.export(baked, "obj", "+y", uv)

@@ -12,8 +12,7 @@ from gen3d.config import load_preset
 from gen3d.errors import InputError
 from gen3d.image_to_3d import ImageTo3D, ShapeRequest, warm_up_image
 from gen3d.mesh.clean import clean
-from gen3d.mesh.unwrap import unwrap
-from gen3d.results import Unwrapped
+from gen3d.results import Remeshed
 from gen3d.triposr.planted import COLOR_LOGITS, SPHERE_RADIUS, plant_sphere_in_weights
 
 
@@ -77,8 +76,7 @@ def test_wrong_image_shape_is_a_contract_error_not_an_input_error(stage: ImageTo
 def test_scene_code_kept_for_a_bake_and_the_bake_follows_the_colour_field(stage: ImageTo3D) -> None:
     asset = stage.generate(np.full((64, 64, 3), 127, np.uint8), ShapeRequest("mesh", 32, keep_scene_code=True))
     assert asset.scene_code is not None and asset.scene_code.dtype == np.float16
-    uv_mesh = unwrap(clean(asset.mesh), texture_size=64)
-    textured = stage.bake(Unwrapped(uv_mesh, asset.scene_code))
+    textured = stage.bake(Remeshed(clean(asset.mesh), 64, asset.scene_code))
     assert textured.texture.shape == (64, 64, 3)
     # The planted field's colour is constant: every covered texel carries it.
     expected = np.round(255 / (1 + np.exp(-np.array(COLOR_LOGITS))))

@@ -3,7 +3,8 @@
 ``simplify`` decimates first and cleans after: decimating the raw mesh is safe (it is closed and
 consistently wound; zero-area faces are the first edges to collapse) and cleaning ~20k faces
 instead of ~200k saves about 80 ms a request (10 vs 94 ms on one core here). ``texture`` unwraps
-and bakes; ``color_fn`` is where the colours come from (TripoSR's colour field in the service).
+and bakes, both on ``device``; ``color_fn`` is where the colours come from (TripoSR's colour field
+in the service, which runs ``simplify`` on the CPU export stage and ``texture`` on the GPU one).
 """
 
 import torch
@@ -34,13 +35,13 @@ def simplify(mesh: MeshAsset, target_faces: int | None, min_component_share: flo
 
 def texture(mesh: MeshAsset, color_fn: ColorFn, texture_size: int = 1024, device: torch.device | str = "cpu",
             gutter: int = DEFAULT_GUTTER) -> TexturedMesh:  # fmt: skip
-    """Unwrap a clean mesh into a ``texture_size``² atlas and bake ``color_fn`` into it on ``device``.
+    """Unwrap a clean mesh into a ``texture_size``² atlas and bake ``color_fn`` into it, both on ``device``.
 
     Args:
         mesh: a clean, model-frame mesh (``simplify``'s output).
         color_fn: model-frame points (N, 3) float32 on ``device`` -> colours (N, 3) in [0, 1].
         texture_size: atlas side in texels.
-        device: where the bake runs (the colour field's device).
+        device: where the unwrap and the bake run (the colour field's device).
         gutter: empty texels between islands.
     """
-    return bake_texture(unwrap(mesh, texture_size, gutter), color_fn, device)
+    return bake_texture(unwrap(mesh, texture_size, gutter, device), color_fn, device)

@@ -82,6 +82,14 @@ def test_islands_keep_the_gutter_apart(unwrapped: tuple[MeshAsset, UVMesh]) -> N
     assert not touching.any()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_gpu_unwrap_equals_the_cpu_one(blob_20k: MeshAsset) -> None:
+    """The service unwraps on the GPU; tests and the tiny preset on the CPU: one atlas either way."""
+    cpu, cuda = unwrap(blob_20k, SIZE, GUTTER, "cpu"), unwrap(blob_20k, SIZE, GUTTER, "cuda")
+    np.testing.assert_array_equal(cuda.faces, cpu.faces)
+    np.testing.assert_allclose(cuda.uvs, cpu.uvs, atol=1e-6)
+
+
 def test_bad_arguments_name_the_field(blob_20k: MeshAsset) -> None:
     with pytest.raises(ValueError, match="texture_size"):
         unwrap(blob_20k, 8)

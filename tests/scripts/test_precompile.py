@@ -11,7 +11,8 @@ import torch
 
 from gen3d.compile_cache import CompileCache
 from gen3d.config import TextToImageConfig
-from scripts.precompile import precompile, stage_config
+from gen3d.devices import CAPPED_ALLOCATOR_ENV
+from scripts.precompile import graph_args, precompile, stage_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,8 +22,17 @@ def args(**values: object) -> argparse.Namespace:
 
 
 def test_config_is_the_serve_configs_preset_with_overrides() -> None:
-    cfg = stage_config(args(serve_config=str(ROOT / "configs" / "serve_random.yaml"), set=["kernel_tuning=false"]))
+    graph, _ = graph_args(args(serve_config=str(ROOT / "configs" / "serve_random.yaml")))
+    cfg = stage_config(graph, ["kernel_tuning=false"])
     assert cfg.mode == "random" and cfg.precision == "fp8" and cfg.kernel_tuning is False
+
+
+@pytest.mark.parametrize("config", ["serve_config.yaml", "configs/serve_random.yaml", "configs/serve_gpus_2.yaml"])
+def test_the_replicas_env_comes_along(config: str) -> None:
+    """Without the FLUX replica's allocator setting, precompile failed its memory cap on the GPU box."""
+    graph, env = graph_args(args(serve_config=str(ROOT / config)))
+    assert env == CAPPED_ALLOCATOR_ENV and graph.preset in {"fast", "random"}
+    assert graph_args(args(preset="fast"))[1] == CAPPED_ALLOCATOR_ENV
 
 
 def test_compiling_without_a_cache_folder_is_refused_and_no_compile_is_nothing_to_do() -> None:
