@@ -55,7 +55,8 @@ STAGE_DEPLOYMENT = {
 }
 #: Autoscaling delays and target: (upscale_delay_s, downscale_delay_s), from how fast each starts.
 DELAYS_S = {
-    # Minutes to compile and capture (477 s from cold): add early, drop only after long idleness.
+    # The slowest start (25-28 s from precompiled artifacts, 47-71 s compiling, plus 33 GB of weights
+    # on first load): add early, drop only after long idleness.
     "TextToImageDeployment": (30.0, 1800.0),
     # Loads 1.7 GB of weights, no compile.
     "ImageTo3DDeployment": (10.0, 300.0),
@@ -157,7 +158,7 @@ def gpu_stages(gpus: int, caps: dict[str, float], slots: dict[str, int], workloa
     rate = gpus / sum(workload.work_s(name) for name in caps)
     flux_note = [
         f"FLUX: one replica per card (num_gpus {FLUX_SHARE} > 0.5), capped at {caps['TextToImageDeployment']:g} GiB by "
-        f"the preset. Keeps {min_flux} when idle: a replica takes minutes to start (compile, CUDA graphs)."
+        f"the preset. Keeps {min_flux} when idle: a replica takes the longest to start (weights, compile, CUDA graphs)."
     ]
     stages = [Stage("TextToImageDeployment", FLUX_SHARE, 1.0, min_flux, gpus, flux_note)]
     for name, share in side_shares(slots, caps).items():
@@ -289,10 +290,10 @@ def header(args: argparse.Namespace, config: dict[str, Any], facts: dict[str, An
         f"FLUX, {side_caps(facts['caps'])}) plus {CONTEXT_GIB:g} GiB of CUDA context per process.",
         "Redeploys (Ray 2.60, max_surge_percent 0): Serve stops old replicas, 20 % of a deployment at a time, and "
         "asks for their replacements at once. A FLUX replacement gets a card only when the old replica has drained "
-        "(graceful_shutdown_timeout_s) and exited, then compiles for minutes: a FLUX update rolls through the cards "
+        "(graceful_shutdown_timeout_s) and exited, then loads and compiles: a FLUX update rolls through the cards "
         "one at a time. Keep max_surge_percent 0 for FLUX: a surge replica needs a free card.",
         f"Autoscaling: target_ongoing_requests {TARGET_ONGOING} (one call running, one waiting); the delays follow "
-        "start-up times: FLUX minutes, TripoSR seconds plus its weights, CPU stages seconds.",
+        "start-up times: FLUX tens of seconds plus its weights, TripoSR seconds plus its weights, CPU stages seconds.",
         f"Prediction (scripts/capacity.py, text prompts): {prediction(config, args.gpus, facts['cpus'], workload, 'max')}; "
         f"{prediction(config, args.gpus, facts['cpus'], workload, 'min')}.",
     ]
