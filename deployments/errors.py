@@ -8,6 +8,8 @@ import logging
 import dataclasses
 from dataclasses import dataclass
 
+from fastapi.responses import JSONResponse
+
 from gen3d.errors import InputError, StageOutputError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,11 @@ class ErrorReply:
 
     def body(self) -> dict[str, str | None]:
         return {"error": self.error, "field": self.field}
+
+
+def error_response(reply: ErrorReply) -> JSONResponse:
+    """The one error shape every route answers with (API routes and static files alike)."""
+    return JSONResponse(reply.body(), status_code=reply.status, headers=reply.headers)
 
 
 def failed_stage(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments._runtime import route_logs_to_serve
-from deployments.errors import ErrorReply, ServiceBusy, StageTimeout, describe
+from deployments.errors import ErrorReply, ServiceBusy, StageTimeout, describe, error_response
 from deployments.openapi import GENERATE_OPENAPI, JOBS_OPENAPI, openapi_schema
 from deployments.pipeline import Pipeline, StageHandles
 from deployments.web import router as web_router
@@ -64,17 +64,12 @@ app = FastAPI(
     version=__version__,
     description="Text or image to 3D asset: GLB/OBJ/PLY mesh or a validator-ready Gaussian-splat PLY.",
     redirect_slashes=False,
-    # Served by Ingress routes below, so that the API key guards them like every API route.
+    # Served by Ingress routes below (public), with Swagger UI from local files, not a CDN.
     docs_url=None,
     openapi_url=None,
 )
 # The studio page and its pinned static files: public, they hold no secret (the page asks for the key).
 app.include_router(web_router)
-
-
-def error_response(reply: ErrorReply) -> JSONResponse:
-    """The one error shape every route answers with."""
-    return JSONResponse(reply.body(), status_code=reply.status, headers=reply.headers)
 
 
 @app.exception_handler(RequestValidationError)

@@ -20,11 +20,12 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from deployments.errors import ErrorReply, error_response
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
-NODE_MODULES = ROOT / "node_modules"
 NPM_INSTALL = "npm ci --ignore-scripts --no-audit --no-fund"
 
 # Our files, served as /static/<fingerprint>/<name>.
@@ -109,16 +110,23 @@ def allowlist(root: Path = ROOT) -> dict[str, Path]:
     return files
 
 
-def fingerprint(files: dict[str, Path]) -> str:
+def read_files(files: dict[str, Path]) -> dict[str, bytes]:
+    """Each allowlisted name's bytes."""
+    return {name: path.read_bytes() for name, path in files.items()}
+
+
+def fingerprint(files: dict[str, bytes]) -> str:
     """Hash of every served name and its bytes: 12 hex digits that change whenever any file does."""
     digest = hashlib.sha256()
     for name in sorted(files):
-        digest.update(name.encode() + b"\0" + files[name].read_bytes())
+        digest.update(name.encode() + b"\0" + files[name])
     return digest.hexdigest()[:12]
 
 
 FILES = allowlist()
-STATIC_BASE = f"/static/{fingerprint(FILES)}"
+# Read once, here: the bytes served are exactly the bytes the fingerprint covers.
+FILE_BYTES = read_files(FILES)
+STATIC_BASE = f"/static/{fingerprint(FILE_BYTES)}"
 
 
 def static_url(name: str) -> str:
@@ -130,8 +138,8 @@ def static_url(name: str) -> str:
 
 @functools.cache
 def file_bytes(name: str) -> tuple[bytes, bytes]:
-    """An allowlisted file's bytes, plain and gzipped (read once per process, on first request)."""
-    data = FILES[name].read_bytes()
+    """An allowlisted file's bytes, plain and gzipped (compressed once per process, on first request)."""
+    data = FILE_BYTES[name]
     return data, gzip.compress(data, compresslevel=6, mtime=0)
 
 
@@ -163,7 +171,7 @@ def studio_page() -> tuple[str, str]:
 
 def not_found(path: str) -> JSONResponse:
     """The API's error shape for a name outside the allowlist (or an old fingerprint)."""
-    return JSONResponse({"error": f"no static file {path!r}", "field": "path"}, status_code=404)
+    return error_response(ErrorReply(404, f"no static file {path!r}", "path"))
 
 
 router = APIRouter()

@@ -37,8 +37,9 @@ class ServiceConfig(BaseModel):
     Changing them reconfigures the ingress in place: no model replica restarts.
 
     Attributes:
-        api_key: when set, every route but ``/health`` and the studio's static files needs
-            header ``X-API-Key`` with this value.
+        api_key: when set, every API route needs header ``X-API-Key`` with this value; the
+            studio's page and files, ``/docs``, ``/openapi.json`` and ``/health`` stay public
+            (``/admin/drain`` takes the admin token instead).
         max_upload_bytes: cap on an uploaded image (base64 text or multipart file).
         max_image_pixels: cap on width*height of an uploaded image, checked before decoding.
         min_image_side: smaller images are refused (a 1x1 image carries no object).

@@ -1,4 +1,4 @@
-"""The ``export`` stage (CPU): clean, decimate and unwrap meshes, then write the file.
+"""The ``export`` stage (CPU): decimate and clean meshes, then write the file (the unwrap runs in the GPU bake).
 
 Orientation (see ``gen3d.orientation``): assets arrive in the model frame (z up, front +x).
 Mesh files are always written +Y up with the front toward +Z, glTF's convention, and, unless a
@@ -47,8 +47,8 @@ def check_gaussians(g: Gaussians) -> None:
 
 def surface(mesh: MeshAsset, faces: int) -> MeshAsset:
     """The mesh a file gets: decimated to ``faces`` when it has more, then cleaned (no floaters
-    or degenerate faces, outward winding). Decimating first leaves the clean-up a tenth of the
-    faces, and it removes the few zero-area faces decimation leaves behind."""
+    or degenerate faces, outward winding). Decimating first leaves the clean-up fewer faces
+    (a tenth from grid 256, about half from the grid of ``auto_resolution``), and it removes the few zero-area faces decimation leaves behind."""
     check_mesh(mesh)
     result = simplify(mesh, faces)
     if len(result.faces) == 0:
@@ -98,13 +98,14 @@ class Exporter:
         """
         entry = get_format(fmt)
         if entry.product == "gaussians":
-            kind, texture, source = entry.file_kind("vertex"), "vertex", self._gaussians(asset)
+            texture, source = "vertex", self._gaussians(asset)
         elif mesh is None:
             raise ValueError(f"export: format {fmt} needs mesh options")
         elif isinstance(asset, TexturedMesh):
-            kind, texture, source = entry.file_kind("uv"), "uv", asset
+            texture, source = "uv", asset
         else:
-            kind, texture, source = entry.file_kind("vertex"), "vertex", surface(self._mesh_of(asset), mesh.faces)
+            texture, source = "vertex", surface(self._mesh_of(asset), mesh.faces)
+        kind = entry.file_kind(texture)
         data = entry.writers[texture](source, up, mesh.normalize if mesh is not None else True)
         faces = None if entry.product == "gaussians" else len(source.faces)
         return ExportedFile(data, kind.media_type, kind.extension, faces)

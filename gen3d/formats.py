@@ -3,7 +3,7 @@
 A request names a format (``glb``, ``obj``, ``ply``, ``splat``) and, for meshes, a texture mode
 (``vertex`` colours or a ``uv`` atlas). Everything downstream asks this registry instead of
 testing format names: the edge validates against it, the pipeline reads ``product`` and
-``needs_bake``, and the export stage calls ``writer``.
+``needs_bake``, and the export stage calls one of ``writers``.
 """
 
 import math

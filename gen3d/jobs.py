@@ -1,6 +1,6 @@
 """The job store: submitted jobs, their stage timeline and their files, bounded and expiring.
 
-Ray-free: ``deployments/jobs.py`` runs one ``JobStore`` in a single-replica deployment that every
+Ray-free: ``deployments/state.py`` (``SharedState``) runs one ``JobStore`` in a single-replica deployment that every
 ingress replica calls, so a job submitted through one replica can be read through any other.
 Each change bumps the job's ``version``; ``wait_for_change`` lets a reader (the server-sent
 event stream) sleep until the next one.

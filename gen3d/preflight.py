@@ -73,6 +73,15 @@ def builder_args(config_path: Path) -> dict[str, Any]:
     """The ``args`` of the config's ``graph:build_app`` application.
 
     Raises:
+        PreflightError: as ``gen3d_application``.
+    """
+    return dict(gen3d_application(config_path).get("args") or {})
+
+
+def gen3d_application(config_path: Path) -> dict[str, Any]:
+    """The config's ``graph:build_app`` application, as written.
+
+    Raises:
         PreflightError: the file is missing, is a model preset, or has no gen3d application.
     """
     if not config_path.is_file():
@@ -85,7 +94,7 @@ def builder_args(config_path: Path) -> dict[str, Any]:
         )
     for app in raw["applications"] or []:
         if app.get("import_path") == BUILDER:
-            return dict(app.get("args") or {})
+            return app
     raise PreflightError(f"{config_path}: no application with import_path {BUILDER}")
 
 

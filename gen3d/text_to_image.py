@@ -24,7 +24,14 @@ from diffusers import FluxPipeline
 from gen3d.compile_cache import open_compile_cache
 from gen3d.config import TextToImageConfig
 from gen3d.cuda_graphs import graph_method_, ungraph_method_
-from gen3d.devices import TORCH_DTYPES, cap_memory_gib, peak_memory_bytes, reset_peak_memory, resolve_device
+from gen3d.devices import (
+    CAPPED_ALLOCATOR_ENV,
+    TORCH_DTYPES,
+    cap_memory_gib,
+    peak_memory_bytes,
+    reset_peak_memory,
+    resolve_device,
+)
 from gen3d.errors import StageOutputError, WeightsUnavailableError
 from gen3d.float8_linear import unwrap_float8_
 from gen3d.flux_components import (
@@ -260,7 +267,7 @@ def cap_serving_memory(device: torch.device, gib: float | None) -> None:
         raise ValueError(
             f"gpu_memory_gib: the loaded pipeline holds {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB "
             f"({reserved / 2**30:.1f} GiB reserved), more than the cap {gib}; start the process with "
-            "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation, or raise the cap"
+            f"{' '.join(f'{k}={v}' for k, v in CAPPED_ALLOCATOR_ENV.items())} to avoid fragmentation, or raise the cap"
         )
     cap_memory_gib(device, gib)
     reset_peak_memory(device)

@@ -17,7 +17,7 @@ import torch
 from gen3d.triposr import TripoSR, TripoSRConfig, mesh_to_trimesh
 from gen3d.triposr.isosurface import marching_cubes
 from gen3d.triposr.planted import plant_sphere
-from scripts.bench_unwrap import best_seconds
+from scripts.bench_unwrap import Timer
 
 THRESHOLD = 25.0
 
@@ -38,10 +38,11 @@ def main() -> None:
     print(f"device {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| resolution | faces | marching call | whole extract_mesh | GLB |")
     print("|---|---:|---:|---:|---:|")
+    timer = Timer(args.repeats)
     for resolution in args.resolutions:
         density = model.density_grid(code, resolution)
-        march_s, _ = best_seconds(partial(marching_cubes, density, THRESHOLD), args.repeats, args.device)
-        whole_s, mesh = best_seconds(partial(model.extract_mesh, code, resolution, THRESHOLD), args.repeats, args.device)
+        march_s, _ = timer(partial(marching_cubes, density, THRESHOLD), args.device)
+        whole_s, mesh = timer(partial(model.extract_mesh, code, resolution, THRESHOLD), args.device)
         glb = mesh_to_trimesh(mesh).export(file_type="glb")
         print(f"| {resolution}³ | {len(mesh.faces):,} | {march_s:.3f} s | {whole_s:.2f} s | {len(glb) / 1e6:.2f} MB |")
 

@@ -29,6 +29,7 @@ import yaml
 from gen3d.compile_cache import CompileCache, save_artifacts
 from gen3d.config import TextToImageConfig, load_preset
 from gen3d.devices import CAPPED_ALLOCATOR_ENV, resolve_device
+from gen3d.preflight import PreflightError, gen3d_application
 from gen3d.text_to_image import TextToImage
 from graph import GraphArgs
 from scripts.startup_probe import parse_overrides
@@ -49,7 +50,7 @@ def graph_args(args: argparse.Namespace) -> tuple[GraphArgs, dict[str, str]]:
     """The serve config's (or preset's) graph arguments, and the text_to_image replica's env vars."""
     if args.serve_config is None:
         return (GraphArgs() if args.preset is None else GraphArgs(preset=args.preset)), dict(CAPPED_ALLOCATOR_ENV)
-    application = yaml.safe_load(Path(args.serve_config).read_text())["applications"][0]
+    application = gen3d_application(Path(args.serve_config))
     env: dict[str, str] = {}
     for deployment in application.get("deployments") or []:
         if deployment.get("name") == "TextToImageDeployment":
@@ -106,7 +107,7 @@ def main() -> None:
         os.execve(sys.executable, sys.orig_argv, {**os.environ, **missing})
     try:
         cache = precompile(stage_config(graph, args.set), args.force)
-    except ValueError as err:
+    except (ValueError, PreflightError) as err:
         sys.exit(f"precompile: {err}")
     if cache is not None:
         print(cache.artifacts)

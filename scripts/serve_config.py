@@ -46,13 +46,6 @@ CPU_BUSY = 0.5
 SYSTEM_CPUS = 2.0
 #: Cores a CPU replica holds: background runs onnxruntime with this many threads.
 CPU_STAGE_CPUS = {"BackgroundDeployment": 2.0, "ExportDeployment": 1.0}
-#: The serve config's name of each preset stage.
-STAGE_DEPLOYMENT = {
-    "text_to_image": "TextToImageDeployment",
-    "background": "BackgroundDeployment",
-    "image_to_3d": "ImageTo3DDeployment",
-    "export": "ExportDeployment",
-}
 #: Autoscaling delays and target: (upscale_delay_s, downscale_delay_s), from how fast each starts.
 DELAYS_S = {
     # The slowest start (25-28 s from precompiled artifacts, 47-71 s compiling, plus 33 GB of weights
@@ -98,7 +91,7 @@ def gpu_caps(preset_name: str) -> dict[str, float]:
         if cfg.device.startswith("cuda"):
             if cfg.gpu_memory_gib is None:
                 raise ValueError(f"preset {preset_name}: {stage} runs on CUDA without gpu_memory_gib; set one to size the cards")
-            caps[STAGE_DEPLOYMENT[stage]] = cfg.gpu_memory_gib
+            caps[CALL_DEPLOYMENT[stage]] = cfg.gpu_memory_gib
     return caps
 
 
@@ -247,7 +240,7 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[str]
     deployments = [
         {"name": "Ingress", "num_replicas": ingress, "ray_actor_options": {"num_cpus": 1.0, "num_gpus": 0.0}, "user_config": ingress_user},
         {"name": "SharedState", "user_config": store.model_dump()},
-        *(stage_deployment(s) for s in sorted(stages, key=lambda s: list(STAGE_DEPLOYMENT.values()).index(s.name))),
+        *(stage_deployment(s) for s in sorted(stages, key=lambda s: list(CALL_DEPLOYMENT.values()).index(s.name))),
     ]
     config = {
         "proxy_location": args.proxy_location,

@@ -15,8 +15,8 @@ from gen3d.results import MeshAsset
 logger = logging.getLogger(__name__)
 
 #: Components whose surface area is below this share of the total are dropped as floaters.
-#: TripoSR's specks are a few grid cells across: at resolution 256 (cell 0.0068) a speck of 4
-#: cells radius has area ~0.009, 0.3 % of a unit-sized object's ~3 area units, while a real
+#: TripoSR's specks are a few grid cells across: at resolution 256 (cell 0.0068) a speck of 3
+#: cells radius has area ~0.005, 0.17 % of a unit-sized object's ~3 area units, while a real
 #: detached part of 5 % of the object's side (a button, a handle) has ~0.03, about 1 %: kept.
 MIN_COMPONENT_SHARE = 0.002
 
@@ -99,25 +99,35 @@ def drop_floaters(mesh: MeshAsset, min_share: float = MIN_COMPONENT_SHARE) -> Me
     Raises:
         ValueError: ``min_share`` outside [0, 1).
     """
+    labels = face_components(mesh.faces, len(mesh.vertices))
+    return _with_faces(mesh, mesh.faces[outside_floaters(mesh, labels, min_share)])
+
+
+def outside_floaters(mesh: MeshAsset, labels: np.ndarray, min_share: float) -> np.ndarray:
+    """(F,) bool: the faces ``drop_floaters`` keeps, given ``face_components`` ``labels``."""
     if not 0.0 <= min_share < 1.0:
         raise ValueError(f"min_share: expected a share in [0, 1), got {min_share}")
-    labels = face_components(mesh.faces, len(mesh.vertices))
     area = np.bincount(labels, weights=face_areas(mesh.vertices, mesh.faces))
     keep = area >= min_share * area.sum()
     keep[np.argmax(area)] = True
     if not keep.all():
         logger.info("dropped %d of %d components (%.3g%% of the area)", (~keep).sum(), len(keep),
                     100.0 * area[~keep].sum() / area.sum())  # fmt: skip
-    return _with_faces(mesh, mesh.faces[keep[labels]])
+    return keep[labels]
 
 
-def orient_outward(mesh: MeshAsset) -> MeshAsset:
+def orient_outward(mesh: MeshAsset, labels: np.ndarray | None = None) -> MeshAsset:
     """Reverse the winding of every component whose signed volume is negative (inside out).
 
     Marching cubes already winds counter-clockwise from outside; this makes it a guarantee for
     any input whose components are consistently wound, each judged on its own.
+
+    Args:
+        mesh: any mesh.
+        labels: its ``face_components``, when the caller has them already.
     """
-    labels = face_components(mesh.faces, len(mesh.vertices))
+    if labels is None:
+        labels = face_components(mesh.faces, len(mesh.vertices))
     volume = np.bincount(labels, weights=signed_volumes(mesh.vertices, mesh.faces))
     flip = (volume < 0)[labels]
     faces = mesh.faces.copy()
@@ -166,7 +176,10 @@ def clean(mesh: MeshAsset, min_component_share: float = MIN_COMPONENT_SHARE, smo
         The cleaned mesh; vertex colours follow their vertices.
     """
     mesh = drop_duplicate_faces(drop_degenerate_faces(merge_coincident_vertices(mesh)))
-    mesh = drop_unreferenced_vertices(drop_floaters(mesh, min_component_share))
+    labels = face_components(mesh.faces, len(mesh.vertices))
+    kept = outside_floaters(mesh, labels, min_component_share)
+    mesh = drop_unreferenced_vertices(_with_faces(mesh, mesh.faces[kept]))
     if smooth_iterations:
         mesh = taubin_smooth(mesh, smooth_iterations)
-    return orient_outward(mesh)
+    # Dropping whole components, renumbering vertices and smoothing leave each face's component.
+    return orient_outward(mesh, labels[kept])

@@ -14,10 +14,10 @@ import numpy as np
 from gen3d.mesh.clean import position_groups
 from gen3d.orientation import to_y_up
 from gen3d.results import MeshAsset, TexturedMesh
-from gen3d.splat.normalise import fit_box
+from gen3d.splat.normalise import EXPORT_EXTENT, fit_box
 
-#: Largest bounding-box side of a normalised mesh file.
-UNIT_EXTENT = 1.0
+#: Largest bounding-box side of a normalised mesh file: the splat export's, so the two line up.
+UNIT_EXTENT = EXPORT_EXTENT
 
 AnyMesh = TypeVar("AnyMesh", MeshAsset, TexturedMesh)
 

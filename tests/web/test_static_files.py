@@ -129,7 +129,7 @@ def copy_of_the_web_root(tmp_path: Path) -> Path:
 def test_allowlist_of_a_complete_root_matches_the_module(tmp_path: Path) -> None:
     files = web.allowlist(copy_of_the_web_root(tmp_path))
     assert sorted(files) == sorted(web.FILES)
-    assert web.fingerprint(files) == web.STATIC_BASE.removeprefix("/static/")
+    assert web.fingerprint(web.read_files(files)) == web.STATIC_BASE.removeprefix("/static/")
 
 
 def test_missing_node_modules_names_the_install_command(tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 
 def test_a_changed_file_changes_the_fingerprint(tmp_path: Path) -> None:
     root = copy_of_the_web_root(tmp_path)
-    before = web.fingerprint(web.allowlist(root))
+    before = web.fingerprint(web.read_files(web.allowlist(root)))
     with (root / "web" / "studio.css").open("a") as css:
         css.write("\n/* changed */\n")
-    assert web.fingerprint(web.allowlist(root)) != before
+    assert web.fingerprint(web.read_files(web.allowlist(root))) != before
