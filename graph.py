@@ -20,7 +20,7 @@ from deployments.ingress import Ingress
 from deployments.state import SharedState
 from deployments.text_to_image import TextToImageDeployment
 from gen3d.config import load_preset
-from gen3d.preflight import PreflightError, check_devices
+from gen3d.service.preflight import PreflightError, check_devices
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,6 @@ This package is imported first in Serve's build task and in every replica, so it
 known, harmless third-party start-up warnings there before diffusers or torchao load.
 """
 
-from gen3d.logs import quiet_known_warnings
+from gen3d.service.logs import quiet_known_warnings
 
 quiet_known_warnings()

@@ -6,9 +6,9 @@ import numpy as np
 from ray import serve
 
 from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
-from gen3d.background import BackgroundRemoval
 from gen3d.config import BackgroundConfig
 from gen3d.results import GeneratedImage, Traced
+from gen3d.stages.background import BackgroundRemoval
 
 
 @serve.deployment(**STAGE_OPTIONS)

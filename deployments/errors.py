@@ -4,8 +4,8 @@ The HTTP edge answers with it, and a failed job stores the same ``{"error", "fie
 a job and ``/generate`` report one failure the same way.
 """
 
-import logging
 import dataclasses
+import logging
 from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse

@@ -7,10 +7,10 @@ from ray import serve
 
 from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.config import ExportConfig
-from gen3d.export import Exporter
 from gen3d.formats import MeshOptions, OutputFormat
 from gen3d.orientation import UpAxis
 from gen3d.results import Traced
+from gen3d.stages.export import Exporter
 
 
 @serve.deployment(**STAGE_OPTIONS)

@@ -6,8 +6,8 @@ from ray import serve
 
 from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.config import ImageTo3DConfig
-from gen3d.image_to_3d import ImageTo3D, ShapeRequest
 from gen3d.results import Traced
+from gen3d.stages.image_to_3d import ImageTo3D, ShapeRequest
 
 
 @serve.deployment(**STAGE_OPTIONS)

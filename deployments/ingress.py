@@ -25,13 +25,31 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments._runtime import route_logs_to_serve
-from deployments.errors import ErrorReply, ServiceBusy, StageTimeout, describe, error_response
+from deployments.errors import (
+    ErrorReply,
+    ServiceBusy,
+    StageTimeout,
+    describe,
+    error_response,
+)
 from deployments.openapi import GENERATE_OPENAPI, JOBS_OPENAPI, openapi_schema
 from deployments.pipeline import Pipeline, StageHandles
 from deployments.web import router as web_router
 from deployments.web import swagger_ui_html
 from gen3d import __version__
-from gen3d.api import (
+from gen3d.config import TextToImageConfig
+from gen3d.errors import InputError, StageOutputError
+from gen3d.formats import (
+    FACES_RANGE,
+    FORMATS,
+    RESOLUTION_RANGE,
+    TEXTURE_SIZES,
+    MeshOptions,
+    auto_resolution,
+)
+from gen3d.imaging import mib
+from gen3d.results import ExportedFile, Traced
+from gen3d.service.api import (
     OUTPUT_FORMATS,
     GenerateRequest,
     Job,
@@ -44,13 +62,8 @@ from gen3d.api import (
     parse_form_seed,
     server_timing,
 )
-from gen3d.config import TextToImageConfig
-from gen3d.errors import InputError, StageOutputError
-from gen3d.formats import FACES_RANGE, FORMATS, RESOLUTION_RANGE, TEXTURE_SIZES, MeshOptions, auto_resolution
-from gen3d.imaging import mib
-from gen3d.jobs import FINISHED, UnknownJob, file_key
-from gen3d.launcher import ADMIN_TOKEN_ENV
-from gen3d.results import ExportedFile, Traced
+from gen3d.service.jobs import FINISHED, UnknownJob, file_key
+from gen3d.service.launcher import ADMIN_TOKEN_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +197,7 @@ class Ingress:
 
     async def __del__(self) -> None:
         # Serve calls this when it stops the replica (redeploy, scale-down): refuse new work with
-        # 503 and let the jobs in flight finish. A full shutdown drains first: gen3d.launcher.
+        # 503 and let the jobs in flight finish. A full shutdown drains first: gen3d.service.launcher.
         await self.pipeline.drain()
 
     async def _beat(self) -> None:

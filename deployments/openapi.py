@@ -10,8 +10,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from gen3d.api import GenerateRequest
 from gen3d.formats import FORMATS
+from gen3d.service.api import GenerateRequest
 
 SCHEMA_REF = "#/components/schemas/{model}"
 ERROR_SCHEMA = {

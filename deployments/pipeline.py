@@ -18,12 +18,12 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.errors import ServiceBusy, StageTimeout, describe
-from gen3d.api import Job, JobDefaults, ServiceConfig
 from gen3d.formats import FORMATS, MeshOptions, needs_bake
-from gen3d.image_to_3d import ShapeRequest
 from gen3d.imaging import encode_png
-from gen3d.jobs import StoredFile, StoreFull
 from gen3d.results import ExportedFile, GeneratedImage, PreparedImage, Traced
+from gen3d.service.api import Job, JobDefaults, ServiceConfig
+from gen3d.service.jobs import StoredFile, StoreFull
+from gen3d.stages.image_to_3d import ShapeRequest
 
 logger = logging.getLogger(__name__)
 

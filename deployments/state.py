@@ -12,8 +12,8 @@ from typing import Any
 from ray import serve
 
 from deployments._runtime import route_logs_to_serve
-from gen3d.drain import DrainBoard
-from gen3d.jobs import JobStore, JobStoreConfig, StoredFile
+from gen3d.service.drain import DrainBoard
+from gen3d.service.jobs import JobStore, JobStoreConfig, StoredFile
 
 
 # No access log: every ingress replica calls it four times a second (heartbeats), which would
@@ -25,7 +25,7 @@ from gen3d.jobs import JobStore, JobStoreConfig, StoredFile
     logging_config={"enable_access_log": False},
 )
 class SharedState:
-    """Thin wrapper of ``gen3d.jobs.JobStore`` and ``gen3d.drain.DrainBoard``."""
+    """Thin wrapper of ``gen3d.service.jobs.JobStore`` and ``gen3d.service.drain.DrainBoard``."""
 
     def __init__(self) -> None:
         route_logs_to_serve()

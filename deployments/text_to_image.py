@@ -7,7 +7,7 @@ from ray import serve
 from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.config import TextToImageConfig
 from gen3d.results import Traced
-from gen3d.text_to_image import TextToImage
+from gen3d.stages.text_to_image import TextToImage
 
 
 @serve.deployment(**STAGE_OPTIONS)

@@ -10,7 +10,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gen3d.formats import FACES_RANGE, RESOLUTION_RANGE, TEXTURE_SIZES, MeshOptions, TextureMode
+from gen3d.formats import (
+    FACES_RANGE,
+    RESOLUTION_RANGE,
+    TEXTURE_SIZES,
+    MeshOptions,
+    TextureMode,
+)
 from gen3d.splat.validate import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -64,14 +70,14 @@ class TextToImageConfig(StageConfig):
         seed: seed of the random weights in ``tiny``/``random`` modes.
         fp8_weights: how fp8 layers hold their weights: ``torchao`` keeps torchao's
             ``Float8Tensor`` subclass; ``plain`` moves the same data and per-row scales into plain
-            tensors of ``gen3d.float8_linear.Float8Linear``, which calls the same
+            tensors of ``gen3d.parts.float8_linear.Float8Linear``, which calls the same
             ``torch._scaled_mm`` and gives the same outputs without a tensor subclass to trace.
         kernel_tuning: with ``compile``, let inductor tune every Triton kernel's launch settings
             by coordinate descent (torchao's recommended setting for fp8). The tuning runs on the
             first call and is cached with the kernels; false saves that start-up time.
         compile_cache_dir: root of the persistent compile caches (``~`` expanded); the stage uses
             ``<root>/<versions key>/`` and loads the artifacts ``scripts/precompile.py`` left there
-            (see ``gen3d.compile_cache``). None keeps torch's default cache under /tmp.
+            (see ``gen3d.parts.compile_cache``). None keeps torch's default cache under /tmp.
         fail_on_recompile: after ``warmup()``, any compile during a request raises instead of
             stalling the request for the compile (warm-up covers every allowed shape).
     """

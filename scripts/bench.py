@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from gen3d.api import OUTPUT_FORMATS, parse_server_timing
+from gen3d.service.api import OUTPUT_FORMATS, parse_server_timing
 
 DEFAULT_PROMPTS = ("a blue cube", "a wooden chair", "a coffee mug", "a sports car", "a dragon statue")
 # (table column, Server-Timing name): the original pipeline's table, fed by the service's timings.

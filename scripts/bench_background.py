@@ -6,7 +6,7 @@ median of ``--repeats`` calls after ``--warmup``:
 
 - ``ort-cpu-all`` / ``ort-cpu-2``: rembg's own session through onnxruntime on the CPU, all cores
   or 2 threads;
-- ``torch-cuda-*``: the same ONNX graph through ``gen3d.onnx_torch`` on CUDA in fp32, bf16 or
+- ``torch-cuda-*``: the same ONNX graph through ``gen3d.models.segmentation.onnx_torch`` on CUDA in fp32, bf16 or
   fp16, eager or as a CUDA graph, NCHW or channels-last; ``stage-cuda`` is the stage exactly as
   ``BackgroundRemoval.from_config`` builds it for ``device: cuda``.
 
@@ -35,11 +35,16 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from gen3d.background import CUDA_DTYPE, BackgroundRemoval, model_file, session_class
 from gen3d.config import BackgroundConfig
 from gen3d.devices import TORCH_DTYPES
-from gen3d.mask_predictors import SESSION_SPECS, TorchPredictor
-from gen3d.onnx_torch import OnnxTorchModule
+from gen3d.models.segmentation.mask_predictors import SESSION_SPECS, TorchPredictor
+from gen3d.models.segmentation.onnx_torch import OnnxTorchModule
+from gen3d.stages.background import (
+    CUDA_DTYPE,
+    BackgroundRemoval,
+    model_file,
+    session_class,
+)
 from scripts.background_data import iou, scenes
 from scripts.bench_flux import synchronised_timer
 

@@ -1,7 +1,7 @@
 """Whole ``extract_mesh`` with the official-size decoder, on any device: the marching call, the
 whole call, faces and the vertex-colour GLB's size, per marching resolution.
 
-The field is the planted sphere of radius 0.5 (``gen3d.triposr.planted.plant_sphere``): random
+The field is the planted sphere of radius 0.5 (``gen3d.models.triposr.planted.plant_sphere``): random
 weights give no surface at threshold 25. Only the decoder is built (the rest stays on the meta
 device), since meshing never runs the transformer. Times are the best of ``--repeats`` runs after
 one warm-up; the first marching call also builds the case table, which the warm-up absorbs.
@@ -14,9 +14,9 @@ from functools import partial
 
 import torch
 
-from gen3d.triposr import TripoSR, TripoSRConfig, mesh_to_trimesh
-from gen3d.triposr.isosurface import marching_cubes
-from gen3d.triposr.planted import plant_sphere
+from gen3d.mesh.isosurface import marching_cubes
+from gen3d.models.triposr import TripoSR, TripoSRConfig, mesh_to_trimesh
+from gen3d.models.triposr.planted import plant_sphere
 from scripts.bench_unwrap import Timer
 
 THRESHOLD = 25.0

@@ -197,7 +197,11 @@ def our_runner(variant: str, components: dict[str, Any], device: torch.device, a
     from diffusers import FluxPipeline
 
     from gen3d.config import TextToImageConfig
-    from gen3d.text_to_image import TextToImage, check_precision_support, quantize_pipeline_
+    from gen3d.stages.text_to_image import (
+        TextToImage,
+        check_precision_support,
+        quantize_pipeline_,
+    )
 
     fp8, compiled = setting(variant)
     cfg = TextToImageConfig(
@@ -288,7 +292,7 @@ def runner_for(
     args: argparse.Namespace,
 ) -> Runner:
     """The runner of ``variant``: a "-graphs" variant wraps its setting's runner in CUDA graphs."""
-    from gen3d.text_to_image import graph_pipeline_, ungraph_pipeline_
+    from gen3d.stages.text_to_image import graph_pipeline_, ungraph_pipeline_
 
     base = variant.removesuffix("-graphs")
     if previous is not None:
@@ -313,7 +317,7 @@ def main() -> None:
     if args.memory_gib is not None or args.memory_fraction is not None:
         # Read when CUDA initialises, which has not happened yet in this process.
         os.environ.update({**CAPPED_ALLOCATOR_ENV, **os.environ})
-    from gen3d.flux_components import build_components
+    from gen3d.models.flux.components import build_components
 
     device = resolve_device(args.device)
     out = Path(args.out)

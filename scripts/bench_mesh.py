@@ -30,7 +30,11 @@ from PIL import Image
 
 from gen3d.mesh.bake import bake_texture
 from gen3d.mesh.decimate import decimate
-from gen3d.mesh.files import encode_texture, write_textured_mesh, write_vertex_color_mesh
+from gen3d.mesh.files import (
+    encode_texture,
+    write_textured_mesh,
+    write_vertex_color_mesh,
+)
 from gen3d.mesh.metrics import chamfer_distance, extent, sample_surface
 from gen3d.mesh.normalize import to_file_frame, vertex_normals
 from gen3d.mesh.planted import blob_field, checker, planted_mesh

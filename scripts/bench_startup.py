@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from gen3d.compile_cache import ARTIFACTS_NAME, KEY_NAME
 from gen3d.devices import CAPPED_ALLOCATOR_ENV
+from gen3d.parts.compile_cache import ARTIFACTS_NAME, KEY_NAME
 
 #: The presets' T5 setting from now on: eager T5 inside its CUDA graph (about 10 ms per request).
 TORCHAO = {"fp8_weights": "torchao", "compile_text_encoder": False}

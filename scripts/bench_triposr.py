@@ -1,7 +1,7 @@
 """Benchmark our TripoSR on a GPU: full-size random weights, fp32 / bf16 / fp16, vs the reference procedure.
 
 Measured with random weights: the scene-code timing uses the random network as is; for the mesh
-the decoder and scene code are planted (gen3d.triposr.planted) so the surface is a sphere of
+the decoder and scene code are planted (gen3d.models.triposr.planted) so the surface is a sphere of
 radius 0.5, because random weights give an arbitrary surface at threshold 25. The work done is
 the same as for a real object (R^3 field, marching, vertex colours); only the surface differs.
 
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from gen3d.devices import TORCH_DTYPES
-from gen3d.triposr import TripoSR, TripoSRConfig
-from gen3d.triposr.planted import plant_sphere
+from gen3d.models.triposr import TripoSR, TripoSRConfig
+from gen3d.models.triposr.planted import plant_sphere
 
 REFERENCE_CHUNK = 8192
 GIB = 2**30

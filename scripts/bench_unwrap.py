@@ -25,11 +25,22 @@ import torch
 from gen3d.mesh.bake import bake_texture
 from gen3d.mesh.clean import clean
 from gen3d.mesh.decimate import decimate
-from gen3d.mesh.planted import BOX_RADIUS, COLOR_FIELDS, blob_field, mug_field, planted_mesh
+from gen3d.mesh.planted import (
+    BOX_RADIUS,
+    COLOR_FIELDS,
+    blob_field,
+    mug_field,
+    planted_mesh,
+)
 from gen3d.mesh.unwrap import DEFAULT_GUTTER, unwrap
 from gen3d.orientation import from_y_up, to_y_up
 from gen3d.results import MeshAsset, TexturedMesh, UVMesh
-from gen3d.splat.render import psnr, render_mesh, render_textured_mesh, validator_cameras
+from gen3d.splat.render import (
+    psnr,
+    render_mesh,
+    render_textured_mesh,
+    validator_cameras,
+)
 
 SHAPES = {"blob": blob_field, "mug": mug_field}
 

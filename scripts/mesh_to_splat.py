@@ -18,11 +18,10 @@ import numpy as np
 import trimesh
 
 from gen3d.config import ExportConfig
-from gen3d.splat.validate import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT
-from gen3d.export import Exporter
 from gen3d.orientation import FLIP_ABOUT_X, Y_UP_FROM_MODEL, rotate_points
 from gen3d.results import MeshAsset
-from gen3d.splat.validate import validate_splat
+from gen3d.splat.validate import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT, validate_splat
+from gen3d.stages.export import Exporter
 
 #: input up-axis -> rotation from the file's frame to the model frame (z up, front +x)
 TO_MODEL = {"y": Y_UP_FROM_MODEL.T, "-y": Y_UP_FROM_MODEL.T @ FLIP_ABOUT_X, "z": np.eye(3)}

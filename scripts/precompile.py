@@ -6,7 +6,7 @@
 Starts the stage exactly as its replica will (same preset, same weights, same settings, and the
 environment variables the serve config gives the replica, or the capped-allocator setting every
 generated config gives it), warms it up, which compiles every allowed shape, and writes ``<compile_cache_dir>/<key>/artifacts.bin``
-(see ``gen3d.compile_cache``). The key names the torch, Triton, torchao, diffusers, transformers,
+(see ``gen3d.parts.compile_cache``). The key names the torch, Triton, torchao, diffusers, transformers,
 Python and CUDA versions, the GPU model and the driver, so after an upgrade this compiles again
 into a new folder, and replicas log which versions changed until it has. When the key's artifacts
 exist it returns at once, as it does for a preset that compiles nothing (``compile: false``). A
@@ -24,13 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from gen3d.compile_cache import CompileCache, save_artifacts
 from gen3d.config import TextToImageConfig, load_preset
 from gen3d.devices import CAPPED_ALLOCATOR_ENV, resolve_device
-from gen3d.preflight import PreflightError, gen3d_application
-from gen3d.text_to_image import TextToImage
+from gen3d.parts.compile_cache import CompileCache, save_artifacts
+from gen3d.service.preflight import PreflightError, gen3d_application
+from gen3d.stages.text_to_image import TextToImage
 from graph import GraphArgs
 from scripts.startup_probe import parse_overrides
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from gen3d.api import ServiceConfig
 from gen3d.config import load_preset
 from gen3d.devices import CAPPED_ALLOCATOR_ENV
-from gen3d.jobs import JobStoreConfig
+from gen3d.service.api import ServiceConfig
+from gen3d.service.jobs import JobStoreConfig
 from scripts.capacity import (
     CALL_DEPLOYMENT,
     ROOT,

@@ -22,7 +22,12 @@ from PIL import Image
 from gen3d.orientation import FLIP_ABOUT_X, rotate_gaussians
 from gen3d.splat.agreement import measure_agreement, procedural_solids
 from gen3d.splat.ply import read_splat_ply
-from gen3d.splat.render import render_splat, silhouette_taper, validator_cameras, validator_scene
+from gen3d.splat.render import (
+    render_splat,
+    silhouette_taper,
+    validator_cameras,
+    validator_scene,
+)
 
 HAMBURGER = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "hamburger.ply"
 

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import yaml
 
-from gen3d.compile_cache import CompileCache, CompileKey, save_artifacts
 from gen3d.config import load_preset
-from gen3d.cuda_graphs import CudaGraphed
-from gen3d.text_to_image import GRAPHED_CALLS, TextToImage
+from gen3d.parts.compile_cache import CompileCache, CompileKey, save_artifacts
+from gen3d.parts.cuda_graphs import CudaGraphed
+from gen3d.stages.text_to_image import GRAPHED_CALLS, TextToImage
 from scripts.bench_flux import PROMPT, synchronised_timer
 
 #: Loggers that say why a compile could not use (or fill) the on-disk caches.

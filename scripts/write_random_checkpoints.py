@@ -10,7 +10,7 @@ The ``real``-mode loaders then find the two repos as if downloaded, with no netw
   ``scheduler/``, ``text_encoder/`` CLIP-L, ``text_encoder_2/`` T5-XXL in 5 GB shards with its
   index, ``tokenizer/``, ``tokenizer_2/``, ``transformer/`` in 10 GB shards with its index,
   ``vae/``), all safetensors, written by the components' own ``save_pretrained``. The weights are
-  those of ``mode: random`` with the same seed (``gen3d.flux_components.build_components``), so a
+  those of ``mode: random`` with the same seed (``gen3d.models.flux.components.build_components``), so a
   real-mode start on them computes the random preset's images. The tokenizers are gen3d's local
   ones (byte-level CLIP BPE, printable-ASCII T5 Unigram) saved in transformers' file formats:
   small vocabularies, real special tokens and lengths.
@@ -36,10 +36,10 @@ import torch
 import yaml
 
 from gen3d.devices import TORCH_DTYPES
-from gen3d.flux_components import Size, build_components
-from gen3d.triposr import TripoSR, TripoSRConfig
-from gen3d.triposr.loading import CONFIG_NAME, WEIGHTS_NAME
-from gen3d.triposr.planted import plant_sphere_in_weights
+from gen3d.models.flux.components import Size, build_components
+from gen3d.models.triposr import TripoSR, TripoSRConfig
+from gen3d.models.triposr.loading import CONFIG_NAME, WEIGHTS_NAME
+from gen3d.models.triposr.planted import plant_sphere_in_weights
 
 FLUX_REPO = "black-forest-labs/FLUX.1-schnell"
 TRIPOSR_REPO = "stabilityai/TripoSR"

@@ -5,12 +5,12 @@ dashboard address is read from that cluster's log rather than assumed to be :826
 """
 
 import copy
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 import os
 import re
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

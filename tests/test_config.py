@@ -3,13 +3,12 @@
 import pytest
 import yaml
 from pydantic import ValidationError
-
 from ray.serve.schema import ServeDeploySchema
 
 from deployments._runtime import STAGE_OPTIONS
-from gen3d.api import ServiceConfig
 from gen3d.config import CONFIG_DIR, load_preset
-from gen3d.jobs import JobStoreConfig
+from gen3d.service.api import ServiceConfig
+from gen3d.service.jobs import JobStoreConfig
 from graph import GraphArgs
 
 ROOT = CONFIG_DIR.parent

@@ -11,7 +11,7 @@ import pygltflib
 import pytest
 import trimesh
 
-from gen3d.api import parse_server_timing
+from gen3d.service.api import parse_server_timing
 from gen3d.splat.ply import read_splat_ply
 from gen3d.splat.validate import validate_splat
 from tests.conftest import FIXTURES, ServedGraph

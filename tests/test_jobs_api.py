@@ -19,7 +19,7 @@ import pytest
 import trimesh
 from PIL import Image
 
-from gen3d.api import parse_server_timing
+from gen3d.service.api import parse_server_timing
 from tests.conftest import FIXTURES, ServedGraph
 from tests.serve_admin import ServeAdmin, redeployed, replica_log_texts, wait_for
 

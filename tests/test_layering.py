@@ -42,11 +42,48 @@ def test_library_does_not_import_the_service_layer() -> None:
 
 
 def test_only_graph_binds_deployments() -> None:
-    binders = [p.relative_to(ROOT) for p in ROOT.glob("**/*.py") if ".venv" not in p.parts and calls_bind(p)]
+    sources = [ROOT / "graph.py", *(ROOT / "deployments").rglob("*.py"), *(ROOT / "gen3d").rglob("*.py")]
+    sources += [*(ROOT / "scripts").rglob("*.py"), *(ROOT / "tests").rglob("*.py")]
+    binders = [p.relative_to(ROOT) for p in sources if calls_bind(p)]
     assert binders == [Path("graph.py")]
 
 
 def test_each_stage_names_library_and_deployment_module() -> None:
     for stage in ("text_to_image", "background", "image_to_3d", "export"):
-        assert (ROOT / "gen3d" / f"{stage}.py").is_file(), stage
+        assert (ROOT / "gen3d" / "stages" / f"{stage}.py").is_file(), stage
         assert (ROOT / "deployments" / f"{stage}.py").is_file(), stage
+
+
+#: gen3d's floors, bottom up: a package may import only packages on its own floor or below.
+#: Shared building blocks, then the models, then the stages that use them, then the service.
+FLOORS = ("parts", "models", "stages", "service")
+
+
+def gen3d_packages_imported(path: Path) -> set[str]:
+    """The ``gen3d.<package>`` names that ``path`` imports (first component after ``gen3d``)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            dotted = [node.module] if node.module != "gen3d" else [f"gen3d.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            dotted = [alias.name for alias in node.names]
+        else:
+            continue
+        names.update(name.split(".")[1] for name in dotted if name.startswith("gen3d."))
+    return names
+
+
+def floor_of(path: Path) -> int:
+    """A gen3d file's floor; modules outside the four folders (mesh, splat, config, ...) sit with parts."""
+    package = path.relative_to(ROOT / "gen3d").parts[0]
+    return FLOORS.index(package) if package in FLOORS else 0
+
+
+def test_gen3d_imports_point_down() -> None:
+    upward = []
+    for path in (ROOT / "gen3d").rglob("*.py"):
+        for package in gen3d_packages_imported(path) & set(FLOORS):
+            if FLOORS.index(package) > floor_of(path):
+                upward.append(f"{path.relative_to(ROOT)} -> gen3d.{package}")
+    assert upward == []

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from gen3d.api import ServiceConfig
 from gen3d.imaging import encode_png
+from gen3d.service.api import ServiceConfig
 from tests.conftest import FIXTURES, ServedGraph
 from tests.serve_admin import (
     ServeAdmin,

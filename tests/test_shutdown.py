@@ -1,4 +1,4 @@
-"""Graceful shutdown through the launcher (``python -m gen3d.launcher``, what ``gen3d serve`` runs).
+"""Graceful shutdown through the launcher (``python -m gen3d.service.launcher``, what ``gen3d serve`` runs).
 
 SIGINT or SIGTERM: the ingress refuses new work with 503 while every request already in flight
 gets its complete answer, then Serve stops. (Plain ``serve run`` cannot do this: Serve kills its
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from gen3d.launcher import ADMIN_TOKEN_ENV
+from gen3d.service.launcher import ADMIN_TOKEN_ENV
 from tests.conftest import ROOT, free_port, wait_until_ready, write_serve_config
 from tests.serve_admin import ServeAdmin, wait_for
 
@@ -45,7 +45,7 @@ def test_every_request_in_flight_is_answered_and_new_ones_get_503(tmp_path, sign
     token = {"X-Admin-Token": uuid.uuid4().hex}
     with log.open("w") as out:
         launcher = subprocess.Popen(
-            [sys.executable, "-m", "gen3d.launcher", str(config)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "gen3d.service.launcher", str(config)], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, ADMIN_TOKEN_ENV: token["X-Admin-Token"]},
         )
     url = f"http://127.0.0.1:{port}"

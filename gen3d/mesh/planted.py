@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from gen3d.mesh.bake import ColorFn
+from gen3d.mesh.isosurface import marching_cubes
 from gen3d.results import MeshAsset
-from gen3d.triposr.isosurface import marching_cubes
 
 #: TripoSR's box half-side (``renderer.radius`` of the official config).
 BOX_RADIUS = 0.87

@@ -1,0 +1,1 @@
+"""One package per model: its architecture, loading and config (FLUX, TripoSR, TRELLIS, segmentation)."""

@@ -5,7 +5,12 @@ Modules: ``from_mesh`` (mesh -> gaussians), ``ply`` (exact validator layout), ``
 and mesh rasterisers).
 """
 
-from gen3d.splat.from_mesh import SurfaceSamples, gaussians_from_samples, mesh_to_gaussians, sample_surface
+from gen3d.splat.from_mesh import (
+    SurfaceSamples,
+    gaussians_from_samples,
+    mesh_to_gaussians,
+    sample_surface,
+)
 from gen3d.splat.normalise import normalise_gaussians
 from gen3d.splat.ply import SPLAT_FIELDS, read_splat_ply, write_splat_ply
 from gen3d.splat.validate import SplatReport, validate_splat

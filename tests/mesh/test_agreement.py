@@ -22,7 +22,14 @@ from gen3d.mesh.normalize import to_file_frame
 from gen3d.mesh.planted import COLOR_FIELDS
 from gen3d.mesh.unwrap import unwrap
 from gen3d.results import MeshAsset, UVMesh
-from gen3d.splat.render import Render, psnr, render_mesh, render_textured_mesh, silhouette_iou, validator_cameras
+from gen3d.splat.render import (
+    Render,
+    psnr,
+    render_mesh,
+    render_textured_mesh,
+    silhouette_iou,
+    validator_cameras,
+)
 
 RENDER_SIZE = 128
 FACES = 20_000

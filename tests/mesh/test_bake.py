@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from gen3d.mesh.bake import bake_texture, dilate, pull_push_fill, rasterize_uv, surface_points
+from gen3d.mesh.bake import (
+    bake_texture,
+    dilate,
+    pull_push_fill,
+    rasterize_uv,
+    surface_points,
+)
 from gen3d.mesh.metrics import point_triangle_distance
 from gen3d.mesh.planted import checker, gradient
 from gen3d.mesh.unwrap import unwrap

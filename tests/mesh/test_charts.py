@@ -7,7 +7,14 @@ import trimesh
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from gen3d.mesh.charts import AXES, MIN_FACING, connected_labels, face_adjacency, face_normals, segment_charts
+from gen3d.mesh.charts import (
+    AXES,
+    MIN_FACING,
+    connected_labels,
+    face_adjacency,
+    face_normals,
+    segment_charts,
+)
 from gen3d.results import MeshAsset
 
 

@@ -14,7 +14,11 @@ from PIL import Image
 from gen3d.mesh.bake import bake_texture
 from gen3d.mesh.clean import clean
 from gen3d.mesh.decimate import decimate
-from gen3d.mesh.files import encode_texture, write_textured_mesh, write_vertex_color_mesh
+from gen3d.mesh.files import (
+    encode_texture,
+    write_textured_mesh,
+    write_vertex_color_mesh,
+)
 from gen3d.mesh.glb import srgb_to_linear
 from gen3d.mesh.metrics import signed_volumes
 from gen3d.mesh.planted import checker

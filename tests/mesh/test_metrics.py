@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from gen3d.mesh.metrics import chamfer_distance, point_triangle_distance, sample_surface, signed_volumes
+from gen3d.mesh.metrics import (
+    chamfer_distance,
+    point_triangle_distance,
+    sample_surface,
+    signed_volumes,
+)
 
 TRIANGLE = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 

@@ -7,7 +7,18 @@ from pathlib import Path
 import pytest
 
 from scripts import bench, capacity
-from scripts.capacity import CARDS, CORES, INGRESS, PROXY, Layout, Workload, p50_at, place, rate_at, solve
+from scripts.capacity import (
+    CARDS,
+    CORES,
+    INGRESS,
+    PROXY,
+    Layout,
+    Workload,
+    p50_at,
+    place,
+    rate_at,
+    solve,
+)
 
 FLUX, BG, TRIPOSR, EXPORT = "TextToImageDeployment", "BackgroundDeployment", "ImageTo3DDeployment", "ExportDeployment"
 ROOT = Path(__file__).resolve().parents[2]

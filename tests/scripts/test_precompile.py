@@ -1,6 +1,6 @@
 """scripts/precompile.py: which config it compiles, and when it has nothing to do (no compiling here).
 
-The compile-and-save path itself is gen3d.compile_cache's (tests/test_compile_cache.py).
+The compile-and-save path itself is gen3d.parts.compile_cache's (tests/parts/test_compile_cache.py).
 """
 
 import argparse
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gen3d.compile_cache import CompileCache
 from gen3d.config import TextToImageConfig
 from gen3d.devices import CAPPED_ALLOCATOR_ENV
+from gen3d.parts.compile_cache import CompileCache
 from scripts.precompile import graph_args, precompile, stage_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,12 +17,12 @@ ROOT = Path(__file__).resolve().parents[2]
 LOAD_BOTH = """
 import json
 import numpy as np
-import gen3d.text_to_image
+import gen3d.stages.text_to_image
 from gen3d.config import TextToImageConfig
-from gen3d.text_to_image import TextToImage
-from gen3d.triposr import TripoSR, TripoSRConfig
+from gen3d.stages.text_to_image import TextToImage
+from gen3d.models.triposr import TripoSR, TripoSRConfig
 # The files hold the tiny build's weights; the tiny demo's prompt amplification comes after it.
-gen3d.text_to_image.amplify_prompt_ = lambda pipe: None
+gen3d.stages.text_to_image.amplify_prompt_ = lambda pipe: None
 common = dict(device="cpu", precision="fp32", text_encoder_precision="fp32", width=32, height=32,
               allowed_sizes=[32], steps=3, allowed_steps=[3], max_sequence_length=16)
 images = [TextToImage.from_config(TextToImageConfig(mode=mode, **common)).generate("a red cube", 3, 3, 32, 32).image

@@ -8,7 +8,11 @@ from scipy.spatial import cKDTree
 from gen3d.errors import StageOutputError
 from gen3d.orientation import quaternion_to_matrix
 from gen3d.results import MeshAsset
-from gen3d.splat.from_mesh import gaussians_from_samples, mesh_to_gaussians, sample_surface
+from gen3d.splat.from_mesh import (
+    gaussians_from_samples,
+    mesh_to_gaussians,
+    sample_surface,
+)
 
 
 def coloured(mesh: trimesh.Trimesh, rgb: np.ndarray | None = None) -> MeshAsset:

@@ -17,18 +17,27 @@ TIMESTEP_FREQUENCIES = 256
 MAX_PERIOD = 10000.0
 
 
+def _float_or_none(parameter: torch.Tensor | None) -> torch.Tensor | None:
+    return None if parameter is None else parameter.float()
+
+
 class FloatLayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 and returned in the input's dtype."""
+    """LayerNorm computed in float32 (affine parameters too, whatever the module's dtype) and
+    returned in the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        normed = F.layer_norm(
+            x.float(), self.normalized_shape, _float_or_none(self.weight), _float_or_none(self.bias), self.eps
+        )
+        return normed.to(x.dtype)
 
 
 class FloatGroupNorm(nn.GroupNorm):
-    """GroupNorm computed in float32 and returned in the input's dtype."""
+    """GroupNorm computed in float32 (affine parameters too) and returned in the input's dtype."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        normed = F.group_norm(x.float(), self.num_groups, _float_or_none(self.weight), _float_or_none(self.bias), self.eps)
+        return normed.to(x.dtype)
 
 
 class MultiHeadRMSNorm(nn.Module):

@@ -4,7 +4,11 @@ import types
 
 import torch
 
-from gen3d.models.trellis.layers import MultiHeadAttention, TimestepEmbedder, position_embedding
+from gen3d.models.trellis.layers import (
+    MultiHeadAttention,
+    TimestepEmbedder,
+    position_embedding,
+)
 from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
 
 SEED = 3
@@ -21,10 +25,9 @@ def _inputs() -> dict[str, torch.Tensor]:
 
 
 def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
+    from trellis.models.sparse_structure_flow import TimestepEmbedder as Embedder
     from trellis.modules.attention import MultiHeadAttention as Attention
     from trellis.modules.transformer import AbsolutePositionEmbedder
-
-    from trellis.models.sparse_structure_flow import TimestepEmbedder as Embedder
 
     inputs = _inputs()
     self_attention = load_seeded(Attention(64, num_heads=4, qk_rms_norm=True), SEED)

@@ -1,0 +1,1 @@
+"""FLUX.1-schnell: components built from config, without downloading anything."""

@@ -1,0 +1,1 @@
+"""Speed parts shared by the models: fp8 linear layers, CUDA graphs, the compile cache."""

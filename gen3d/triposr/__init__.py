@@ -1,7 +1,0 @@
-"""Our own TripoSR: loads the official stabilityai/TripoSR weights unchanged (see specs/triposr.md)."""
-
-from gen3d.triposr.config import TripoSRConfig
-from gen3d.triposr.loading import CheckpointError
-from gen3d.triposr.system import TripoSR, mesh_to_trimesh
-
-__all__ = ["CheckpointError", "TripoSR", "TripoSRConfig", "mesh_to_trimesh"]
