@@ -1,16 +1,14 @@
 """Finding, verifying and strictly loading TripoSR checkpoints (``config.yaml`` + ``model.ckpt``)."""
 
-import hashlib
 import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from gen3d.errors import WeightsUnavailableError
 from gen3d.models.triposr.image_tokenizer import vit_keys_to_legacy
+from gen3d.parts.checkpoints import CheckpointError, check_sha256, resolve_repo_files
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +16,6 @@ CONFIG_NAME = "config.yaml"
 WEIGHTS_NAME = "model.ckpt"
 #: Prefix of the ViT inside the TripoSR state dict.
 VIT_PREFIX = "image_tokenizer.model."
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unsafe, corrupt, or does not match the model's layout."""
 
 
 @dataclass(frozen=True)
@@ -53,37 +47,8 @@ def resolve_files(repo_or_dir: str, revision: str | None = None) -> CheckpointFi
     Raises:
         WeightsUnavailableError: a file is absent and cannot be downloaded.
     """
-    local = Path(repo_or_dir).expanduser()
-    if local.is_dir():
-        missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (local / name).is_file()]
-        if missing:
-            raise WeightsUnavailableError(f"directory {str(local)!r} lacks {missing}. {_fetch_hint('stabilityai/TripoSR')}")
-        return CheckpointFiles(local / CONFIG_NAME, local / WEIGHTS_NAME)
-
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
-    paths = []
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        try:
-            path = hf_hub_download(repo_or_dir, name, revision=revision, local_files_only=True)
-        except LocalEntryNotFoundError:
-            logger.info("%s/%s not cached; downloading", repo_or_dir, name)
-            try:
-                path = hf_hub_download(repo_or_dir, name, revision=revision)
-            except (HfHubHTTPError, OSError) as exc:
-                raise WeightsUnavailableError(_fetch_hint(repo_or_dir)) from exc
-        paths.append(Path(path))
-    return CheckpointFiles(*paths)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 16 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
+    hint = _fetch_hint(repo_or_dir if not Path(repo_or_dir).expanduser().is_dir() else "stabilityai/TripoSR")
+    return CheckpointFiles(*resolve_repo_files(repo_or_dir, (CONFIG_NAME, WEIGHTS_NAME), revision, hint))
 
 
 def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -96,10 +61,7 @@ def read_state_dict(path: Path, sha256: str | None = None) -> dict[str, torch.Te
     Raises:
         CheckpointError: digest mismatch, a pickle that is not a plain dict of tensors.
     """
-    if sha256 is not None:
-        actual = file_sha256(path)
-        if actual.lower() != sha256.lower():
-            raise CheckpointError(f"sha256 of {path}: expected {sha256}, got {actual}")
+    check_sha256(path, sha256)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, TypeError) as exc:
@@ -119,26 +81,3 @@ def to_legacy_vit_names(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
         logger.info("state dict uses transformers>=5.9 ViT names; mapping to the official layout")
         return vit_keys_to_legacy(state_dict, prefix=VIT_PREFIX)
     return state_dict
-
-
-def check_layout(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Raise ``CheckpointError`` listing missing, unexpected and mis-shaped keys (if any)."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = sorted(
-        f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model {expected[key]}"
-        for key in set(expected) & set(state_dict)
-        if tuple(state_dict[key].shape) != expected[key]
-    )
-    if missing or unexpected or mismatched:
-        raise CheckpointError(
-            f"checkpoint does not match the model layout: missing keys {missing}; "
-            f"unexpected keys {unexpected}; mis-shaped keys {mismatched}"
-        )
-
-
-def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> None:
-    """Check the layout, then assign the tensors into ``model`` (which may live on the meta device)."""
-    check_layout(model, state_dict)
-    model.load_state_dict(state_dict, strict=True, assign=True)

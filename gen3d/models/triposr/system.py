@@ -19,14 +19,10 @@ from gen3d.models.triposr.backbone import Transformer1D
 from gen3d.models.triposr.config import TripoSRConfig
 from gen3d.models.triposr.decoder import NeRFMLP
 from gen3d.models.triposr.image_tokenizer import DINOSingleImageTokenizer
-from gen3d.models.triposr.loading import (
-    load_strict,
-    read_state_dict,
-    resolve_files,
-    to_legacy_vit_names,
-)
+from gen3d.models.triposr.loading import read_state_dict, resolve_files, to_legacy_vit_names
 from gen3d.models.triposr.post_processor import TriplaneUpsampleNetwork
 from gen3d.models.triposr.tokenizer import Triplane1DTokenizer
+from gen3d.parts.checkpoints import load_strict
 from gen3d.results import MeshAsset
 
 logger = logging.getLogger(__name__)
