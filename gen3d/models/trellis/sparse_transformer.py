@@ -1,0 +1,130 @@
+"""Transformer blocks over sparse voxels: the decoders' plain block and the SLat flow's modulated one.
+
+Key names follow TRELLIS (``norm1``, ``attn`` / ``self_attn``, ``cross_attn``, ``mlp.mlp.0``,
+``adaLN_modulation.1``). Layer norms compute in float32 (``FloatLayerNorm``) and only the flow's
+``norm2`` (before cross-attention) has affine parameters.
+"""
+
+import torch
+from torch import nn
+
+from .layers import FeedForward, FloatLayerNorm
+from .sparse.attention import SparseMultiHeadAttention
+from .sparse.tensor import SparseTensor
+
+#: Epsilon of every layer norm inside TRELLIS's transformer blocks.
+BLOCK_NORM_EPS = 1e-6
+
+
+class SparseTransformerBlock(nn.Module):
+    """Pre-norm self-attention + MLP, no conditioning (TRELLIS's ``SparseTransformerBlock``).
+
+    Args:
+        channels: C.
+        num_heads: H.
+        mlp_ratio: MLP hidden width over C.
+        attn_mode: "full" or "windowed".
+        window_size: swin window width ("windowed").
+        shift_window: swin shift in voxels ("windowed").
+        qk_rms_norm: per-head RMS norm of queries and keys.
+        ln_affine: affine layer norms (TRELLIS's decoders: False).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        attn_mode: str = "full",
+        window_size: int | None = None,
+        shift_window: int = 0,
+        qk_rms_norm: bool = False,
+        ln_affine: bool = False,
+    ):
+        super().__init__()
+        self.norm1 = FloatLayerNorm(channels, elementwise_affine=ln_affine, eps=BLOCK_NORM_EPS)
+        self.attn = SparseMultiHeadAttention(
+            channels,
+            num_heads,
+            attn_mode=attn_mode,
+            window_size=window_size,
+            shift_window=shift_window,
+            qk_rms_norm=qk_rms_norm,
+        )
+        self.norm2 = FloatLayerNorm(channels, elementwise_affine=ln_affine, eps=BLOCK_NORM_EPS)
+        self.mlp = FeedForward(channels, mlp_ratio)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        """[N, C] -> [N, C] on the same voxels."""
+        x = x + self.attn(x.replace(self.norm1(x.feats)))
+        return x + self.mlp(self.norm2(x.feats))
+
+
+class ModulatedSparseTransformerCrossBlock(nn.Module):
+    """Self-attention, cross-attention to the image condition and MLP, with adaLN from the timestep.
+
+    TRELLIS's ``ModulatedSparseTransformerCrossBlock`` (``share_mod=False``): the self-attention and
+    MLP branches are shifted, scaled and gated per batch item; the cross-attention branch is not.
+
+    Args:
+        channels: C.
+        ctx_channels: condition width C_ctx.
+        num_heads: H.
+        mlp_ratio: MLP hidden width over C.
+        qk_rms_norm: RMS norm of self-attention queries and keys.
+        qk_rms_norm_cross: RMS norm of cross-attention queries and keys.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        ctx_channels: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qk_rms_norm: bool = False,
+        qk_rms_norm_cross: bool = False,
+    ):
+        super().__init__()
+        self.norm1 = FloatLayerNorm(channels, elementwise_affine=False, eps=BLOCK_NORM_EPS)
+        self.norm2 = FloatLayerNorm(channels, elementwise_affine=True, eps=BLOCK_NORM_EPS)
+        self.norm3 = FloatLayerNorm(channels, elementwise_affine=False, eps=BLOCK_NORM_EPS)
+        self.self_attn = SparseMultiHeadAttention(channels, num_heads, qk_rms_norm=qk_rms_norm)
+        self.cross_attn = SparseMultiHeadAttention(
+            channels, num_heads, ctx_channels, cross=True, qk_rms_norm=qk_rms_norm_cross
+        )
+        self.mlp = FeedForward(channels, mlp_ratio)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention keys and values of a [B, S, C_ctx] condition: two [B, S, H, D]."""
+        return self.cross_attn.project_context(context)
+
+    def forward(
+        self,
+        x: SparseTensor,
+        mod: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> SparseTensor:
+        """One block.
+
+        Args:
+            x: [N, C] features of B batch items.
+            mod: [B, C] timestep embedding.
+            context: [B, S, C_ctx] condition, or None when ``context_kv`` is given.
+            context_kv: this block's ``project_context(context)``, computed once per request.
+
+        Returns:
+            [N, C] on the same voxels.
+        """
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(mod).chunk(6, dim=1)
+        h = x.per_item(modulate_rows, self.norm1(x.feats), shift_msa, scale_msa)
+        x = x + x.per_item(torch.mul, self.self_attn(x.replace(h)).feats, gate_msa)
+        x = x + self.cross_attn(x.replace(self.norm2(x.feats)), context, context_kv)
+        h = x.per_item(modulate_rows, self.norm3(x.feats), shift_mlp, scale_mlp)
+        return x + x.per_item(torch.mul, self.mlp(h), gate_mlp)
+
+
+def modulate_rows(feats: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN on rows: ``feats * (1 + scale) + shift``, shift and scale broadcast over ``feats``."""
+    return feats * (1 + scale) + shift
