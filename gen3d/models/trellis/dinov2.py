@@ -17,6 +17,7 @@ them over channels without affine parameters.
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +119,43 @@ class DinoV2Config:
     def tiny(cls) -> "DinoV2Config":
         """ViT-L's structure (registers, layer scale, 14 px patches, 518 px) at toy width and depth."""
         return cls(embed_dim=64, depth=2, num_heads=4)
+
+    @classmethod
+    def from_hf_config(cls, config: dict[str, Any]) -> "DinoV2Config":
+        """The ViT described by a Hugging Face ``Dinov2WithRegisters`` ``config.json``.
+
+        Raises:
+            ValueError: another model type, or a variant we do not implement (SwiGLU feed-forward).
+        """
+        if config.get("model_type") != "dinov2_with_registers":
+            raise ValueError(f"model_type: expected 'dinov2_with_registers', got {config.get('model_type')!r}")
+        if config.get("use_swiglu_ffn", False):
+            raise ValueError("use_swiglu_ffn: the SwiGLU feed-forward (ViT-g) is not implemented, got true")
+        return cls(
+            embed_dim=config["hidden_size"],
+            depth=config["num_hidden_layers"],
+            num_heads=config["num_attention_heads"],
+            mlp_ratio=config.get("mlp_ratio", 4.0),
+            patch_size=config["patch_size"],
+            img_size=config["image_size"],
+            num_register_tokens=config["num_register_tokens"],
+            layer_norm_eps=config.get("layer_norm_eps", 1e-6),
+        )
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """The ``config.json`` fields ``from_hf_config`` reads."""
+        return {
+            "model_type": "dinov2_with_registers",
+            "hidden_size": self.embed_dim,
+            "num_hidden_layers": self.depth,
+            "num_attention_heads": self.num_heads,
+            "mlp_ratio": self.mlp_ratio,
+            "patch_size": self.patch_size,
+            "image_size": self.img_size,
+            "num_register_tokens": self.num_register_tokens,
+            "layer_norm_eps": self.layer_norm_eps,
+            "use_swiglu_ffn": False,
+        }
 
 
 def imagenet_normalize(image: torch.Tensor) -> torch.Tensor:

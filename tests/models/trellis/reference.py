@@ -34,11 +34,15 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:
+    from gen3d.models.trellis.dinov2 import DinoV2Config
 
 REFERENCE_ENV = "GEN3D_TRELLIS_REFERENCE"
 RECORD_ENV = "GEN3D_RECORD_REFERENCE"
@@ -198,6 +202,29 @@ def import_reference(root: Path | None = None) -> types.SimpleNamespace:
         samplers=importlib.import_module("trellis.pipelines.samplers"),
         representations=importlib.import_module("trellis.representations"),
         dinov2_backbones=importlib.import_module("dinov2.hub.backbones"),
+    )
+
+
+def reference_dinov2(cfg: "DinoV2Config") -> torch.nn.Module:
+    """The hub's DinoVisionTransformer with ``dinov2_vitl14_reg``'s settings at ``cfg``'s sizes
+    (``import_reference`` must have run: it puts the dinov2 checkout on the path)."""
+    from dinov2.layers import MemEffAttention, NestedTensorBlock
+    from dinov2.models.vision_transformer import DinoVisionTransformer
+
+    return DinoVisionTransformer(
+        img_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        embed_dim=cfg.embed_dim,
+        depth=cfg.depth,
+        num_heads=cfg.num_heads,
+        mlp_ratio=cfg.mlp_ratio,
+        block_fn=functools.partial(NestedTensorBlock, attn_class=MemEffAttention),
+        init_values=1.0,
+        ffn_layer="mlp",
+        block_chunks=0,
+        num_register_tokens=cfg.num_register_tokens,
+        interpolate_antialias=cfg.interpolate_antialias,
+        interpolate_offset=cfg.interpolate_offset,
     )
 
 

@@ -1,6 +1,5 @@
 """DINOv2 ViT-L/14-reg (TRELLIS's image conditioner) against the hub model, on identical seeded weights."""
 
-import functools
 import hashlib
 import types
 
@@ -17,7 +16,7 @@ from gen3d.models.trellis.dinov2 import (
     hub_to_hf,
     to_hub_layout,
 )
-from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
+from tests.models.trellis.reference import assert_parity, load_seeded, reference_dinov2, reference_outputs
 
 SEED = 13
 #: The registers model resizes its position table by exact size, antialiased (the hub's ``*_reg``);
@@ -52,30 +51,8 @@ def _layout(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def _reference_vit(ref: types.SimpleNamespace, cfg: DinoV2Config) -> torch.nn.Module:
-    """The hub's DinoVisionTransformer with ``dinov2_vitl14_reg``'s settings at ``cfg``'s sizes."""
-    from dinov2.layers import MemEffAttention, NestedTensorBlock
-    from dinov2.models.vision_transformer import DinoVisionTransformer
-
-    return DinoVisionTransformer(
-        img_size=cfg.img_size,
-        patch_size=cfg.patch_size,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        block_fn=functools.partial(NestedTensorBlock, attn_class=MemEffAttention),
-        init_values=1.0,
-        ffn_layer="mlp",
-        block_chunks=0,
-        num_register_tokens=cfg.num_register_tokens,
-        interpolate_antialias=cfg.interpolate_antialias,
-        interpolate_offset=cfg.interpolate_offset,
-    )
-
-
 def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
-    models = {name: load_seeded(_reference_vit(ref, cfg), SEED) for name, cfg in CONFIGS.items()}
+    models = {name: load_seeded(reference_dinov2(cfg), SEED) for name, cfg in CONFIGS.items()}
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
     outputs = {}
     for case, (config, height, width, batch) in CASES.items():
