@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from fastapi.responses import JSONResponse
 
 from gen3d.errors import InputError, StageOutputError
+from gen3d.service.answers import ErrorBody
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class ErrorReply:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def body(self) -> dict[str, str | None]:
-        return {"error": self.error, "field": self.field}
+        """The shared error body (``gen3d.service.answers.ErrorBody``, as the OpenAPI document says)."""
+        return ErrorBody(error=self.error, field=self.field).model_dump()
 
 
 def error_response(reply: ErrorReply) -> JSONResponse:

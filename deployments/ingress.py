@@ -32,29 +32,26 @@ from deployments.errors import (
     describe,
     error_response,
 )
-from deployments.openapi import GENERATE_OPENAPI, JOBS_OPENAPI, openapi_schema
+from deployments.openapi import openapi_document
 from deployments.pipeline import Pipeline, StageHandles
+from deployments.web import STUDIO_PROBLEM, swagger_ui_html
 from deployments.web import router as web_router
-from deployments.web import swagger_ui_html
 from gen3d import __version__
-from gen3d.config import TextToImageConfig
+from gen3d.config import ShapeModel, TextToImageConfig
 from gen3d.errors import InputError, StageOutputError
-from gen3d.formats import (
-    FACES_RANGE,
-    FORMATS,
-    RESOLUTION_RANGE,
-    TEXTURE_SIZES,
-    MeshOptions,
-    auto_resolution,
-)
+from gen3d.formats import MeshLimits, MeshOptions
 from gen3d.imaging import mib
 from gen3d.results import ExportedFile, Traced
+from gen3d.service.answers import Health, JobAccepted, JobView, VersionInfo
 from gen3d.service.api import (
+    FORM_PROMPT_FIELDS,
+    IMAGE_FILE_FIELDS,
     OUTPUT_FORMATS,
     GenerateRequest,
     Job,
     JobDefaults,
     ServiceConfig,
+    check_form_fields,
     first_validation_error,
     job_from_form_prompt,
     job_from_image_file,
@@ -62,21 +59,29 @@ from gen3d.service.api import (
     parse_form_seed,
     server_timing,
 )
-from gen3d.service.jobs import FINISHED, UnknownJob, file_key
+from gen3d.service.job_store import FINISHED, StoreUnavailable, UnknownJob, file_key
 from gen3d.service.launcher import ADMIN_TOKEN_ENV
+from gen3d.service.request_schema import mesh_option_ranges, sampler_option_ranges
 
 logger = logging.getLogger(__name__)
 
 #: How long one server-sent-event wait lasts before a keep-alive comment.
 EVENT_WAIT_S = 15.0
+#: How long a job route waits for an unavailable job store (its replica restarting) before a 503.
+STORE_PATIENCE_S = 5.0
 #: Seconds between drain-board heartbeats: how fast every replica sees a drain.
 HEARTBEAT_S = 0.25
 
 app = FastAPI(
     title="gen3d",
     version=__version__,
-    description="Text or image to 3D asset: GLB/OBJ/PLY mesh or a validator-ready Gaussian-splat PLY.",
+    description=(
+        "Text or image to 3D asset: GLB/OBJ/PLY mesh or a validator-ready Gaussian-splat PLY. Every refusal is "
+        "JSON `{\"error\", \"field\"}`; any other method on a listed path answers 405 with `Allow`."
+    ),
     redirect_slashes=False,
+    # operationId = the route function's name: the document's links and clients name operations by it.
+    generate_unique_id_function=lambda route: route.name,
     # Served by Ingress routes below (public), with Swagger UI from local files, not a CDN.
     docs_url=None,
     openapi_url=None,
@@ -113,12 +118,14 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def asset_response(result: Traced, elapsed_s: float) -> Response:
-    """File bytes with their media type, a download name and per-stage and total ``Server-Timing``."""
+def asset_response(result: Traced, elapsed_s: float, model: str) -> Response:
+    """File bytes with their media type, a download name, per-stage and total ``Server-Timing``, and
+    the image-to-3D model that made them (``X-Model``)."""
     exported: ExportedFile = result.value
     headers = {
         "Server-Timing": server_timing({**result.timings, "total": elapsed_s}),
         "Content-Disposition": f'attachment; filename="asset.{exported.extension}"',
+        "X-Model": model,
     }
     if exported.faces is not None:
         headers["X-Faces"] = str(exported.faces)
@@ -130,26 +137,6 @@ def job_view(view: dict[str, Any]) -> dict[str, Any]:
     base = f"/jobs/{view['id']}/files"
     files = {file_key(name): f"{base}/{name}" for name in view["files"]}
     return {**{k: v for k, v in view.items() if k != "version"}, "files": files}
-
-
-def mesh_option_ranges(mesh: MeshOptions) -> dict[str, Any]:
-    """The mesh options with their ranges and defaults, for ``GET /version``."""
-    return {
-        "faces": {"min": FACES_RANGE[0], "max": FACES_RANGE[1], "default": mesh.faces},
-        "texture": {
-            "choices": ["vertex", "uv"],
-            "default": mesh.texture,
-            "formats": {mode: [name for name, fmt in FORMATS.items() if fmt.supports(mode)] for mode in ("vertex", "uv")},
-        },
-        "texture_size": {"choices": list(TEXTURE_SIZES), "default": mesh.texture_size},
-        "resolution": {
-            "min": RESOLUTION_RANGE[0],
-            "max": RESOLUTION_RANGE[1],
-            "default": auto_resolution(mesh.faces, mesh.resolution),
-            "auto": f"unless given: about 0.7 sqrt(faces), a multiple of 32, from 96 up to {mesh.resolution}",
-        },
-        "normalize": {"default": mesh.normalize},
-    }
 
 
 # Everything the Ingress uses is defined above it: @serve.ingress pickles the app and the class
@@ -164,6 +151,9 @@ class Ingress:
         state: handle of the shared state (job store and drain board).
         text_to_image_config: the preset's text settings (defaults and allowed values).
         mesh_defaults: the preset's mesh option defaults (``MeshOptions`` fields).
+        weights: each stage's weights and their pins (``Preset.weights``), for ``GET /version``.
+        mesh_limits: what requests' mesh options may ask for (``Preset.mesh_limits``).
+        shape_model: the 3D model and its sampler's limits (``Preset.shape_model``).
 
     Its ``user_config`` is a ``ServiceConfig`` (limits, API key, time-outs): changing it
     reconfigures this replica in place, and no model replica restarts.
@@ -178,9 +168,18 @@ class Ingress:
         state: DeploymentHandle,
         text_to_image_config: dict[str, Any],
         mesh_defaults: dict[str, Any],
+        weights: dict[str, dict[str, Any]],
+        mesh_limits: dict[str, Any],
+        shape_model: dict[str, Any],
     ) -> None:
         route_logs_to_serve()
-        self.defaults = JobDefaults(TextToImageConfig.model_validate(text_to_image_config), MeshOptions(**mesh_defaults))
+        if STUDIO_PROBLEM:
+            logger.warning("%s", STUDIO_PROBLEM)
+        self.weights = weights
+        text = TextToImageConfig.model_validate(text_to_image_config)
+        self.defaults = JobDefaults(
+            text, MeshOptions(**mesh_defaults), MeshLimits(**mesh_limits), ShapeModel(**shape_model)
+        )
         self.service = ServiceConfig()
         handles = StageHandles(text_to_image, background, image_to_3d, export, state)
         self.pipeline = Pipeline(handles, self.defaults, self.service)
@@ -204,7 +203,7 @@ class Ingress:
         """Tell the drain board what this replica holds; start draining when it says so."""
         while True:
             try:
-                drain = await self.pipeline.handles.state.heartbeat.remote(self.replica, self.pipeline.admission.in_flight)
+                drain = await self.pipeline.handles.state.heartbeat.remote(self.replica, self.pipeline.in_flight)
                 if drain and not self.pipeline.admission.draining:
                     logger.info("drain requested: refusing new work, %d in flight", self.pipeline.admission.in_flight)
                     self.pipeline.admission.start_drain()
@@ -221,33 +220,37 @@ class Ingress:
             return error_response(ErrorReply(503, "warming up", headers={"Retry-After": "1"}))
         if self.pipeline.admission.draining:
             return error_response(ErrorReply(503, "shutting down", headers={"Retry-After": "1"}))
-        return JSONResponse({"status": "ok"})
+        return JSONResponse(Health(status="ok").model_dump())
 
     @app.get("/version")
-    async def version(self, request: Request) -> dict[str, Any]:
-        """Service version, the limits requests are checked against and the mesh option ranges."""
+    async def version(self, request: Request) -> VersionInfo:
+        """Service version, its 3D model, the limits requests are checked against, the option ranges and
+        the weights' pins."""
         self._authorise(request)
         text = self.defaults.text
-        return {
-            "version": __version__,
-            "mode": text.mode,
-            "allowed_sizes": text.allowed_sizes,
-            "allowed_steps": text.allowed_steps,
-            "formats": list(OUTPUT_FORMATS),
-            "mesh_options": mesh_option_ranges(self.defaults.mesh),
-        }
+        return VersionInfo(
+            version=__version__,
+            mode=text.mode,
+            model=self.defaults.shape.name,
+            allowed_sizes=text.allowed_sizes,
+            allowed_steps=text.allowed_steps,
+            formats=list(OUTPUT_FORMATS),
+            mesh_options=mesh_option_ranges(self.defaults),
+            sampler_options=sampler_option_ranges(self.defaults),
+            weights=self.weights,
+        )
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(self) -> JSONResponse:
-        """The API's description (public, as it holds no secret; its routes need the key)."""
-        return JSONResponse(openapi_schema(app))
+        """The API's description as configured now (public: it holds no secret, only says where the key goes)."""
+        return JSONResponse(openapi_document(app, self.defaults, self.service))
 
     @app.get("/docs", include_in_schema=False)
     async def docs(self) -> HTMLResponse:
         """Swagger UI from the pinned local files; its Authorize button takes the API key."""
         return swagger_ui_html("/openapi.json", "gen3d API")
 
-    @app.post("/generate", openapi_extra=GENERATE_OPENAPI)
+    @app.post("/generate")
     async def generate(self, request: Request) -> Response:
         """JSON ``GenerateRequest`` -> the asset file; or 404-gen's multipart ``prompt_image_file`` + ``seed``."""
         self._authorise(request)
@@ -272,28 +275,29 @@ class Ingress:
         prompt = form.get("prompt")
         if not isinstance(prompt, str):
             raise InputError("prompt", "form field 'prompt' (text or base64 image) is required")
+        check_form_fields(form.keys(), FORM_PROMPT_FIELDS)
         return await self._asset(job_from_form_prompt(prompt, self.defaults, self.service))
 
     async def _asset(self, job: Job) -> Response:
         start = time.perf_counter()
         result = await self.pipeline.run(job)
-        return asset_response(result, time.perf_counter() - start)
+        return asset_response(result, time.perf_counter() - start, self.defaults.shape.name)
 
-    @app.post("/jobs", status_code=202, openapi_extra=JOBS_OPENAPI)
+    @app.post("/jobs", status_code=202)
     async def submit_job(self, request: Request) -> JSONResponse:
         """The JSON body of ``POST /generate``; answers 202 with the job's id and status URL."""
         self._authorise(request)
         if media_type(request) != "application/json":
             raise InputError("content-type", f"expected application/json, got {media_type(request) or 'none'}", 415)
-        job = job_from_request(await self._json_body(request), self.defaults, self.service)
-        job_id = await self.pipeline.submit(job)
-        return JSONResponse({"id": job_id, "status_url": f"/jobs/{job_id}"}, status_code=202)
+        body = await self._json_body(request)
+        job_id = await self.pipeline.jobs.submit(body, job_from_request(body, self.defaults, self.service))
+        return JSONResponse(JobAccepted(id=job_id, status_url=f"/jobs/{job_id}").model_dump(), status_code=202)
 
     @app.get("/jobs/{job_id}")
-    async def job_status(self, job_id: str, request: Request) -> dict[str, Any]:
+    async def job_status(self, job_id: str, request: Request) -> JobView:
         """Status, running stage, per-stage seconds, error and file URLs of one job."""
         self._authorise(request)
-        return job_view(await self._job_call("view", job_id))
+        return JobView.model_validate(job_view(await self._job_call("view", job_id)))
 
     @app.get("/jobs/{job_id}/files/{name}")
     async def job_file(self, job_id: str, name: str, request: Request) -> Response:
@@ -385,24 +389,34 @@ class Ingress:
         upload = form.get("prompt_image_file")
         if upload is None or isinstance(upload, str):
             raise InputError("prompt_image_file", "multipart file field 'prompt_image_file' is required")
+        check_form_fields(form.keys(), IMAGE_FILE_FIELDS)
         seed = parse_form_seed(form.get("seed", "0"))
         return job_from_image_file(await upload.read(), seed, self.defaults, self.service)
 
     # -- jobs ---------------------------------------------------------------------------------
 
     async def _job_call(self, method: str, job_id: str, *args: Any) -> Any:
-        """A job store call; an unknown or expired job (or file) answers 404."""
+        """A job store call; an unknown or expired job (or file) answers 404, a store that stays
+        unavailable for ``STORE_PATIENCE_S`` 503."""
         try:
-            return await getattr(self.pipeline.handles.state, method).remote(job_id, *args)
+            return await self.pipeline.store.call(method, job_id, *args, patience_s=STORE_PATIENCE_S)
         except UnknownJob:
             raise InputError("id", f"no job {job_id!r} (unknown, or expired), or no such file", status=404) from None
+        except StoreUnavailable as exc:
+            raise ServiceBusy(str(exc), self.service.retry_after_s) from None
 
     async def _events(self, view: dict[str, Any]) -> AsyncIterator[str]:
-        """Yield ``data:`` events until the job is done or failed; comments keep the line alive."""
+        """Yield ``data:`` events until the job is done or failed; comments keep the line alive
+        (also while the store is unavailable)."""
         yield f"data: {json.dumps(job_view(view))}\n\n"
         while view["status"] not in FINISHED:
-            latest = await self._job_call("wait_for_change", view["id"], view["version"], EVENT_WAIT_S)
-            if latest["version"] == view["version"]:
+            try:
+                latest = await self._job_call("wait_for_change", view["id"], view["version"], EVENT_WAIT_S)
+            except ServiceBusy:
+                yield ": job store unavailable; retrying\n\n"
+                await asyncio.sleep(self.service.retry_after_s)
+                continue
+            if (latest["version"], latest["status"]) == (view["version"], view["status"]):
                 yield ": keep-alive\n\n"
                 continue
             view = latest

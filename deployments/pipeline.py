@@ -3,7 +3,8 @@
 ``chain`` hands each stage the previous stage's ``DeploymentResponse`` without awaiting in
 between, so stage A of request N+1 runs while stage B of request N does. ``/generate`` awaits
 only the last response. A job follows the same chain and awaits every response in turn, to
-record the stage timeline and keep the image and cut-out for the studio.
+record the stage timeline and keep the image and cut-out for the studio
+(``deployments/job_runner.py``: jobs come from the durable job store, under leases).
 """
 
 import asyncio
@@ -12,17 +13,16 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
-from deployments.errors import ServiceBusy, StageTimeout, describe
+from deployments.errors import ServiceBusy, StageTimeout
+from deployments.job_runner import JobRunner
+from deployments.store_client import StoreClient
 from gen3d.formats import FORMATS, MeshOptions, needs_bake
-from gen3d.imaging import encode_png
-from gen3d.results import ExportedFile, GeneratedImage, PreparedImage, Traced
+from gen3d.results import Traced
 from gen3d.service.api import Job, JobDefaults, ServiceConfig
-from gen3d.service.jobs import StoredFile, StoreFull
 from gen3d.stages.image_to_3d import ShapeRequest
 
 logger = logging.getLogger(__name__)
@@ -47,27 +47,6 @@ class Step:
 
     stage: str
     response: DeploymentResponse
-
-
-def asset_info(exported: ExportedFile) -> dict[str, Any]:
-    """What a client shows about a finished asset before downloading it."""
-    return {
-        "bytes": len(exported.data),
-        "faces": exported.faces,
-        "media_type": exported.media_type,
-        "filename": f"asset.{exported.extension}",
-    }
-
-
-def stage_files(value: object) -> dict[str, StoredFile]:
-    """The files a job keeps from one stage's result: the image, the cut-out, the asset."""
-    if isinstance(value, GeneratedImage):
-        return {"image.png": StoredFile(encode_png(value.image), "image/png")}
-    if isinstance(value, PreparedImage) and value.cutout is not None:
-        return {"cutout.png": StoredFile(encode_png(value.cutout), "image/png")}
-    if isinstance(value, ExportedFile):
-        return {f"asset.{value.extension}": StoredFile(value.data, value.media_type)}
-    return {}
 
 
 class Admission:
@@ -133,7 +112,7 @@ class Admission:
 
 
 class Pipeline:
-    """Runs jobs through the stages.
+    """Runs requests and jobs through the stages.
 
     Args:
         handles: the stage deployments and the shared state.
@@ -146,7 +125,13 @@ class Pipeline:
         self.defaults = defaults
         self.service = service
         self.admission = Admission(service)
-        self._jobs: set[asyncio.Task] = set()
+        self.store = StoreClient(handles.state)
+        self.jobs = JobRunner(self, self.store)
+
+    @property
+    def in_flight(self) -> int:
+        """Work that must end before this replica stops: requests and jobs in slots, and held jobs waiting."""
+        return self.admission.in_flight + self.jobs.waiting
 
     def reconfigure(self, service: ServiceConfig) -> None:
         self.service = service
@@ -164,7 +149,7 @@ class Pipeline:
         prepared = h.background.process.remote(source, keep_cutout)
         steps.append(Step("background", prepared))
         bake = needs_bake(fmt, job.mesh)
-        shape = ShapeRequest(fmt.product, self._resolution(job.mesh), keep_scene_code=bake, seed=job.seed)
+        shape = ShapeRequest(fmt.product, self._resolution(job.mesh), bake, job.seed, job.flow)
         asset = h.image_to_3d.generate.remote(prepared, shape)
         steps.append(Step("image_to_3d", asset))
         if bake:
@@ -182,13 +167,13 @@ class Pipeline:
         """``/generate``: the exported file with every stage's seconds, within the request timeout."""
         async with self.admission.now():
             steps = self.chain(job)
-            return await self._bounded(self._last(steps), steps, self.service.request_timeout_s)
+            return await self.bounded(self._last(steps), steps, self.service.request_timeout_s)
 
     @staticmethod
     async def _last(steps: list[Step]) -> Traced:
         return await steps[-1].response
 
-    async def _bounded(self, work, steps: list[Step], seconds: float):
+    async def bounded(self, work, steps: list[Step], seconds: float):
         """Await ``work`` for at most ``seconds``; on time-out cancel every stage call."""
         try:
             return await asyncio.wait_for(work, timeout=seconds)
@@ -198,51 +183,6 @@ class Pipeline:
             raise StageTimeout(seconds) from None
         except BackPressureError:
             raise ServiceBusy("a stage queue is full; retry later", self.service.retry_after_s) from None
-
-    # -- jobs --------------------------------------------------------------------------------
-
-    async def submit(self, job: Job) -> str:
-        """Create a job in the store and start it in the background; return its id.
-
-        Raises:
-            ServiceBusy: shutting down, or the job store is full.
-        """
-        self.admission.refuse_if_draining()
-        try:
-            job_id = await self.handles.state.create.remote()
-        except StoreFull as exc:
-            raise ServiceBusy(str(getattr(exc, "cause", exc)), self.service.retry_after_s) from None
-        task = asyncio.get_running_loop().create_task(self._run_job(job_id, job))
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
-        return job_id
-
-    async def _run_job(self, job_id: str, job: Job) -> None:
-        store = self.handles.state
-        try:
-            async with self.admission.queued():
-                steps = self.chain(job, keep_cutout=True)
-                await store.update.remote(job_id, status="running", stage=steps[0].stage)
-                await self._bounded(self._follow(job_id, steps), steps, self.service.job_timeout_s)
-        except Exception as exc:
-            reply = describe(exc)
-            await store.update.remote(job_id, status="failed", stage=None, error=reply.body())
-
-    async def _follow(self, job_id: str, steps: list[Step]) -> None:
-        """Await each stage in turn and record it: timings, the next stage, the files so far."""
-        for index, step in enumerate(steps):
-            result: Traced = await step.response
-            following = steps[index + 1].stage if index + 1 < len(steps) else None
-            files = await asyncio.to_thread(stage_files, result.value)
-            info = asset_info(result.value) if following is None else None
-            await self.handles.state.update.remote(
-                job_id,
-                status="running" if following else "done",
-                stage=following,
-                timings=result.timings,
-                files=files,
-                asset=info,
-            )
 
     # -- start-up and shutdown -----------------------------------------------------------------
 
@@ -254,7 +194,8 @@ class Pipeline:
         return [Job(**common, format="glb", up="+y", mesh=mesh), Job(**common, format="splat", up="+y", mesh=None)]
 
     async def warm_up(self) -> None:
-        """Send the warm-up jobs through every stage until they pass, so that ``/health`` means ready.
+        """Send the warm-up jobs through every stage until they pass, so that ``/health`` means
+        ready, then start taking up jobs from the store.
 
         Stage replicas may still be loading or compiling (minutes for fp8 FLUX), so failures are
         retried; the first client then pays nothing for Serve's handles and routers.
@@ -265,12 +206,15 @@ class Pipeline:
                 for job in self.warm_up_jobs():
                     await self._last(self.chain(job))
                 logger.info("graph warm-up finished in %.2f s", time.perf_counter() - start)
+                self.jobs.start()
                 return
             except Exception as exc:
                 logger.info("graph warm-up not through yet (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(WARM_UP_RETRY_S)
 
     async def drain(self) -> None:
-        """Stop admitting work, then wait for requests and jobs in flight (bounded)."""
+        """Stop admitting work, then wait for requests and jobs in flight (bounded); jobs still
+        waiting for a slot go back to the store, queued."""
         finished = await self.admission.drain()
-        logger.info("drain %s; %d jobs still running", "complete" if finished else "timed out", len(self._jobs))
+        await self.jobs.settle(self.service.drain_timeout_s)
+        logger.info("drain %s; %d jobs still held", "complete" if finished else "timed out", len(self.jobs.leases))

@@ -9,9 +9,12 @@ from gen3d.config import load_preset
 from gen3d.errors import InputError
 from gen3d.formats import auto_resolution
 from gen3d.service.api import (
+    FORM_PROMPT_FIELDS,
+    IMAGE_FILE_FIELDS,
     GenerateRequest,
     JobDefaults,
     ServiceConfig,
+    check_form_fields,
     check_prompt,
     job_from_form_prompt,
     job_from_image_file,
@@ -97,11 +100,12 @@ def test_404gen_image_file_is_a_minus_y_splat() -> None:
     assert (job.format, job.up, job.seed) == ("splat", "-y", 5)
     with pytest.raises(InputError) as info:
         job_from_image_file(b"not an image", 0, DEFAULTS, SERVICE)
-    assert info.value.field == "image"
-    for text in ("-1", "1.5", "4294967296", ""):
+    # The form's own field is named, and bytes no decoder reads are 422 (the request's type was right).
+    assert (info.value.field, info.value.status) == ("prompt_image_file", 422)
+    for text in ("-1", "1.5", "4294967296", "", " 42 ", "\u0664\u0662"):  # digits are ASCII only, as an integer's
         with pytest.raises(InputError, match="seed"):
             parse_form_seed(text)
-    assert parse_form_seed(" 42 ") == 42
+    assert parse_form_seed("42") == 42
 
 
 def test_base64_detection_does_not_take_text_for_images() -> None:
@@ -156,3 +160,64 @@ def test_ranges_are_in_the_request_schema() -> None:
     faces = schema["faces"]["anyOf"][0]
     assert (faces["minimum"], faces["maximum"]) == (1000, 500000)
     assert schema["resolution"]["anyOf"][0]["maximum"] == 512
+
+
+def test_the_preset_narrows_grid_and_atlas_sizes() -> None:
+    limited = JobDefaults(TEXT, PRESET.mesh_defaults(), PRESET.mesh_limits())
+    assert job_from_request(GenerateRequest(prompt="cube", resolution=128, texture_size=512), limited, SERVICE).mesh
+    for field, value, match in (("resolution", 160, "at most 128 on this service"), ("texture_size", 1024, r"\[256, 512\]")):
+        with pytest.raises(InputError, match=match) as info:
+            job_from_request(GenerateRequest(prompt="cube", **{field: value}), limited, SERVICE)
+        assert info.value.field == field
+
+
+def test_integral_numbers_are_integers_but_strings_and_booleans_are_not() -> None:
+    assert GenerateRequest.model_validate_json('{"prompt": "a", "seed": 7.0, "faces": 2e3}').faces == 2000
+    for value in ('"7"', "true", "7.5"):
+        with pytest.raises(ValueError, match="valid integer"):
+            GenerateRequest.model_validate_json(f'{{"prompt": "a", "seed": {value}}}')
+
+
+def test_form_fields_beyond_the_protocol_are_refused_by_name() -> None:
+    check_form_fields(["prompt_image_file", "seed"], IMAGE_FILE_FIELDS)
+    with pytest.raises(InputError, match="not a field of this form") as info:
+        check_form_fields(["prompt", "seed"], FORM_PROMPT_FIELDS)
+    assert (info.value.field, info.value.status) == ("seed", 422)
+
+
+def test_a_three_gen_image_that_does_not_decode_names_the_prompt_field() -> None:
+    with pytest.raises(InputError) as info:
+        job_from_form_prompt("iVBORw0KGgoAAAA=", DEFAULTS, SERVICE)
+    assert (info.value.field, info.value.status) == ("prompt", 422)
+
+
+QUALITY = load_preset("quality_tiny")
+TRELLIS = JobDefaults(QUALITY.text_to_image, QUALITY.mesh_defaults(), QUALITY.mesh_limits(), QUALITY.shape_model())
+
+
+def test_trellis_sampler_options_reach_the_job_within_the_preset_ranges() -> None:
+    job = job_from_request(GenerateRequest(prompt="cube", ss_steps=3, slat_cfg=0.0), TRELLIS, SERVICE)
+    assert (job.flow.ss_steps, job.flow.slat_cfg, job.flow.slat_steps, job.flow.ss_cfg) == (3, 0.0, None, None)
+    assert job_from_request(GenerateRequest(prompt="cube"), TRELLIS, SERVICE).flow.ss_steps is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"ss_steps": 0}, "ss_steps"),
+        ({"slat_steps": QUALITY.image_to_3d.trellis.max_steps + 1}, "slat_steps"),
+        ({"ss_cfg": -0.5}, "ss_cfg"),
+        ({"slat_cfg": QUALITY.image_to_3d.trellis.max_cfg + 1}, "slat_cfg"),
+        ({"resolution": 64}, "resolution"),
+    ],
+)
+def test_trellis_refuses_out_of_range_options_and_a_grid(fields: dict, field: str) -> None:
+    with pytest.raises(InputError) as refused:
+        job_from_request(GenerateRequest(prompt="cube", **fields), TRELLIS, SERVICE)
+    assert refused.value.field == field
+
+
+def test_triposr_refuses_trellis_options() -> None:
+    with pytest.raises(InputError) as refused:
+        job_from_request(GenerateRequest(prompt="cube", slat_steps=4), DEFAULTS, SERVICE)
+    assert refused.value.field == "slat_steps" and "trellis" in str(refused.value)
