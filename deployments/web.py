@@ -1,11 +1,15 @@
 """The web studio page and offline API docs: an allowlist of static files, nothing from a CDN.
 
 ``router`` serves ``GET /`` and ``GET /studio`` (the page) and ``GET /static/<fingerprint>/<name>``
-for an explicit allowlist: our ``web/`` files and the few ``node_modules`` files the page and
-Swagger UI load. The fingerprint hashes every allowlisted file, so a new build gets new URLs and
-the files can be cached for a year; the page itself is revalidated on every load. The page and
-its files carry no secret, so they stay open when the service has an API key: the page asks for
-the key itself.
+for an explicit allowlist: our ``web/`` files and the few npm files the page and Swagger UI load,
+vendored in ``web/vendor/`` (``scripts/vendor_web.py`` refreshes them from package-lock.json). The
+fingerprint hashes every allowlisted file, so a new build gets new URLs and the files can be
+cached for a year; the page itself is revalidated on every load. The page and its files carry no
+secret, so they stay open when the service has an API key: the page asks for the key itself.
+
+The API never depends on these files: when any is missing the service still starts and serves
+every API route, and ``/``, ``/studio`` and ``/docs`` answer 503 with ``STUDIO_PROBLEM``, which
+names the fix (the ingress logs it once at start).
 """
 
 import base64
@@ -14,6 +18,7 @@ import gzip
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -21,20 +26,23 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from deployments.errors import ErrorReply, error_response
+from gen3d.resources import data_path
 
 logger = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-WEB_DIR = ROOT / "web"
-NPM_INSTALL = "npm ci --ignore-scripts --no-audit --no-fund"
+WEB_DIR = data_path("web")
+#: Where the vendored npm files live under ``WEB_DIR``, each at its path inside ``node_modules/``.
+VENDOR = "vendor"
+PAGE = "studio.html"
+REFRESH_COMMAND = "python -m scripts.vendor_web"
 
 # Our files, served as /static/<fingerprint>/<name>.
 WEB_FILES = (
     "studio.css", "results.css", "studio.js", "api.js", "form.js", "job_view.js", "gallery.js", "mesh_viewer.js",
     "mesh_files.js", "splat_viewer.js",
 )
-# node_modules files, served as /static/<fingerprint>/vendor/<path>. Paths keep their layout, so
-# three's relative import (./three.core.min.js) and the page's import map resolve inside the list.
+# Vendored npm files, served as /static/<fingerprint>/vendor/<path>. Paths keep their node_modules
+# layout, so three's relative import (./three.core.min.js) and the page's import map resolve inside the list.
 VENDOR_FILES = (
     # model-viewer without its own copy of three: it imports "three", the same one Spark uses.
     "@google/model-viewer/dist/model-viewer-module.min.js",
@@ -69,45 +77,23 @@ PAGE_CSP = (
 )
 
 
-class WebAssetsMissing(RuntimeError):
-    """``node_modules`` is missing or holds other versions than ``package.json`` pins."""
+def allowlist(web_dir: Path = WEB_DIR) -> dict[str, Path]:
+    """Map each servable name (relative to ``/static/<fingerprint>/``) to its file under ``web_dir``."""
+    files = {name: web_dir / name for name in WEB_FILES}
+    return files | {f"{VENDOR}/{path}": web_dir / VENDOR / path for path in VENDOR_FILES}
 
 
-def installed_version_problems(root: Path = ROOT) -> list[str]:
-    """Compare each pinned npm dependency with the version installed under ``node_modules``.
-
-    Returns:
-        One line per missing or mismatched package; empty when everything matches.
-    """
-    pins = json.loads((root / "package.json").read_text())["dependencies"]
-    problems = []
-    for package, pinned in pins.items():
-        manifest = root / "node_modules" / package / "package.json"
-        if not manifest.is_file():
-            problems.append(f"{package} {pinned} is not installed")
-            continue
-        installed = json.loads(manifest.read_text())["version"]
-        if installed != pinned:
-            problems.append(f"{package} is {installed}, package.json pins {pinned}")
-    return problems
-
-
-def allowlist(root: Path = ROOT) -> dict[str, Path]:
-    """Map each servable name (relative to ``/static/<fingerprint>/``) to its file.
-
-    Raises:
-        WebAssetsMissing: a pinned npm package is absent or another version, or a file is missing;
-            the message names them and the command that installs them.
-    """
-    files = {name: root / "web" / name for name in WEB_FILES}
-    files |= {f"vendor/{path}": root / "node_modules" / path for path in VENDOR_FILES}
-    problems = installed_version_problems(root) if (root / "node_modules").is_dir() else ["node_modules/ is missing"]
-    problems += [f"{path.relative_to(root)} is missing" for path in files.values() if not path.is_file()]
-    if problems:
-        raise WebAssetsMissing(
-            "the web studio's files are incomplete: " + "; ".join(problems) + f". Run `{NPM_INSTALL}` in {root}."
-        )
-    return files
+def incomplete(web_dir: Path, files: dict[str, Path]) -> str | None:
+    """Why the studio cannot be served from ``web_dir``, naming the fix; None when every file is there."""
+    missing = [name for name, path in {PAGE: web_dir / PAGE, **files}.items() if not path.is_file()]
+    if not missing:
+        return None
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return (
+        f"the studio's files are incomplete in {web_dir} ({shown} missing), so the studio page and /docs are "
+        f"off; every API route works. In a checkout `{REFRESH_COMMAND}` restores web/{VENDOR}/ (it needs npm); "
+        "an installed gen3d needs reinstalling from a complete wheel."
+    )
 
 
 def read_files(files: dict[str, Path]) -> dict[str, bytes]:
@@ -123,23 +109,53 @@ def fingerprint(files: dict[str, bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-FILES = allowlist()
-# Read once, here: the bytes served are exactly the bytes the fingerprint covers.
-FILE_BYTES = read_files(FILES)
-STATIC_BASE = f"/static/{fingerprint(FILE_BYTES)}"
+@dataclass(frozen=True)
+class StaticFiles:
+    """The studio's files as served.
+
+    Attributes:
+        paths: each allowlisted name's file (its suffix gives the media type).
+        data: each name's bytes, read once: the bytes served are exactly those the fingerprint
+            covers. Empty when ``problem`` is set.
+        base: ``/static/<fingerprint>``.
+        problem: why the studio is off (a missing file and the fix), or None.
+    """
+
+    paths: dict[str, Path]
+    data: dict[str, bytes]
+    base: str
+    problem: str | None
+
+
+def load_static_files(web_dir: Path = WEB_DIR) -> StaticFiles:
+    """Read the allowlist under ``web_dir``; a missing file turns the studio off, never the service."""
+    paths = allowlist(web_dir)
+    problem = incomplete(web_dir, paths)
+    data = {} if problem else read_files(paths)
+    return StaticFiles(paths, data, f"/static/{fingerprint(data)}", problem)
+
+
+STATIC = load_static_files()
+#: Why the studio is off (logged once by each ingress replica at start), or None.
+STUDIO_PROBLEM = STATIC.problem
+
+
+def studio_off() -> JSONResponse:
+    """The API's error shape for the studio's routes while its files are incomplete: the fix, named."""
+    return error_response(ErrorReply(503, str(STATIC.problem), "studio"))
 
 
 def static_url(name: str) -> str:
     """The cacheable URL of an allowlisted name, e.g. ``vendor/swagger-ui-dist/swagger-ui.css``."""
-    if name not in FILES:
+    if name not in STATIC.data:
         raise KeyError(f"{name!r} is not an allowlisted static file")
-    return f"{STATIC_BASE}/{name}"
+    return f"{STATIC.base}/{name}"
 
 
 @functools.cache
 def file_bytes(name: str) -> tuple[bytes, bytes]:
     """An allowlisted file's bytes, plain and gzipped (compressed once per process, on first request)."""
-    data = FILE_BYTES[name]
+    data = STATIC.data[name]
     return data, gzip.compress(data, compresslevel=6, mtime=0)
 
 
@@ -148,7 +164,7 @@ def import_map() -> str:
     imports = {
         "three": static_url("vendor/three/build/three.module.min.js"),
         # Only the allowlisted addons resolve; any other addon answers 404.
-        "three/addons/": f"{STATIC_BASE}/vendor/three/examples/jsm/",
+        "three/addons/": f"{STATIC.base}/{VENDOR}/three/examples/jsm/",
         "@google/model-viewer": static_url("vendor/@google/model-viewer/dist/model-viewer-module.min.js"),
         "@sparkjsdev/spark": static_url("vendor/@sparkjsdev/spark/dist/spark.module.min.js"),
     }
@@ -163,8 +179,8 @@ def studio_page() -> tuple[str, str]:
         (html, Content-Security-Policy value that allows exactly this inline import map).
     """
     script = import_map()
-    html = (WEB_DIR / "studio.html").read_text()
-    html = html.replace("{{import_map}}", script).replace("{{static}}", STATIC_BASE)
+    html = (WEB_DIR / PAGE).read_text()
+    html = html.replace("{{import_map}}", script).replace("{{static}}", STATIC.base)
     digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     return html, PAGE_CSP.format(import_map_hash=f"'sha256-{digest}'")
 
@@ -179,8 +195,10 @@ router = APIRouter()
 
 @router.get("/", include_in_schema=False)
 @router.get("/studio", include_in_schema=False)
-async def studio() -> HTMLResponse:
+async def studio() -> Response:
     """The studio page; revalidated on each load so that it always names the current fingerprint."""
+    if STATIC.problem:
+        return studio_off()
     html, csp = studio_page()
     return HTMLResponse(html, headers={"Cache-Control": "no-cache", "Content-Security-Policy": csp})
 
@@ -193,23 +211,28 @@ async def static(path: str, request: Request) -> Response:
     ``..`` or an encoded slash can reach nothing else.
     """
     base, _, name = path.partition("/")
-    if f"/static/{base}" != STATIC_BASE or name not in FILES:
+    if f"/static/{base}" != STATIC.base or name not in STATIC.data:
         return not_found(path)
     plain, compressed = file_bytes(name)
     headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding", "X-Content-Type-Options": "nosniff"}
-    media_type = CONTENT_TYPES[FILES[name].suffix]
+    media_type = CONTENT_TYPES[STATIC.paths[name].suffix]
     if "gzip" in request.headers.get("accept-encoding", "").lower():
         return Response(compressed, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"})
     return Response(plain, media_type=media_type, headers=headers)
 
 
-def swagger_ui_html(openapi_url: str = "/openapi.json", title: str = "gen3d API") -> HTMLResponse:
+def swagger_ui_html(openapi_url: str = "/openapi.json", title: str = "gen3d API") -> Response:
     """Swagger UI for ``/docs`` from the local swagger-ui-dist files (works offline).
 
     Args:
         openapi_url: where the page fetches the OpenAPI schema.
         title: the browser tab's title.
+
+    Returns:
+        The page, or the studio's 503 while its files are incomplete.
     """
+    if STATIC.problem:
+        return studio_off()
     return get_swagger_ui_html(
         openapi_url=openapi_url,
         title=title,

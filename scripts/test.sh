@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fresh machine -> test results: set up .venv, the web assets and Chromium, then run the whole
-# suite on CPU (tiny preset).
+# Fresh machine -> test results: set up .venv from the locks, the npm test packages and Chromium,
+# then run the whole suite on CPU (tiny preset). GEN3D_IMAGE_TEST=1 adds the container image test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh --browser
+bash scripts/setup.sh --tests
 exec .venv/bin/python -m pytest "$@"

@@ -170,8 +170,11 @@ async function openEntry(entry) {
   }
 }
 
+const MODEL_LABELS = { triposr: "TripoSR", trellis: "TRELLIS-image-large" };
+
 async function waitUntilHealthy(version) {
-  const describe = `gen3d ${version.version} · ${version.mode} mode`;
+  const model = MODEL_LABELS[version.model] ?? version.model;
+  const describe = `gen3d ${version.version} · ${model} · ${version.mode} mode`;
   const note = version.mode === "real" ? "" : " (random weights: shapes are noise, not real assets)";
   while (!(await isHealthy())) {
     $("service-status").textContent = `${describe}: warming up…`;

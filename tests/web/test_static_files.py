@@ -4,7 +4,6 @@ import base64
 import gzip
 import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -13,8 +12,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from deployments import web
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +26,8 @@ def test_page_names_the_current_static_files_and_is_revalidated(client: TestClie
     page = client.get(route)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["cache-control"] == "no-cache"
-    assert f'href="{web.STATIC_BASE}/studio.css"' in page.text
-    assert f'src="{web.STATIC_BASE}/studio.js"' in page.text
+    assert f'href="{web.STATIC.base}/studio.css"' in page.text
+    assert f'src="{web.STATIC.base}/studio.js"' in page.text
     assert "{{" not in page.text
 
 
@@ -38,7 +35,7 @@ def test_every_import_map_target_is_served(client: TestClient) -> None:
     targets = json.loads(web.import_map())["imports"]
     for name, url in targets.items():
         if name.endswith("/"):  # a prefix: the allowlisted files under it must resolve
-            under = [n for n in web.FILES if web.static_url(n).startswith(url)]
+            under = [n for n in web.STATIC.paths if web.static_url(n).startswith(url)]
             assert under, f"no allowlisted file under {url}"
             continue
         assert client.get(url).status_code == 200, name
@@ -54,12 +51,12 @@ def test_csp_allows_exactly_the_inline_import_map(client: TestClient) -> None:
     assert "default-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
 
 
-@pytest.mark.parametrize("name", sorted(web.FILES))
+@pytest.mark.parametrize("name", sorted(web.STATIC.paths))
 def test_each_allowlisted_file_has_its_type_bytes_and_a_long_cache(client: TestClient, name: str) -> None:
     response = client.get(web.static_url(name), headers={"Accept-Encoding": "identity"})
     assert response.status_code == 200
-    assert response.content == web.FILES[name].read_bytes()
-    expected_type = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}[web.FILES[name].suffix]
+    assert response.content == web.STATIC.paths[name].read_bytes()
+    expected_type = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}[web.STATIC.paths[name].suffix]
     assert response.headers["content-type"].startswith(expected_type)
     assert "max-age=31536000" in response.headers["cache-control"]
     assert response.headers["x-content-type-options"] == "nosniff"
@@ -71,8 +68,8 @@ def test_gzip_when_accepted(client: TestClient) -> None:
     with client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as response:
         raw = b"".join(response.iter_raw())
     assert response.headers["content-encoding"] == "gzip" and response.headers["vary"] == "Accept-Encoding"
-    assert len(raw) < web.FILES["vendor/three/build/three.module.min.js"].stat().st_size
-    assert gzip.decompress(raw) == web.FILES["vendor/three/build/three.module.min.js"].read_bytes()
+    assert len(raw) < web.STATIC.paths["vendor/three/build/three.module.min.js"].stat().st_size
+    assert gzip.decompress(raw) == web.STATIC.paths["vendor/three/build/three.module.min.js"].read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -92,7 +89,7 @@ def test_gzip_when_accepted(client: TestClient) -> None:
     ],
 )
 def test_anything_else_is_a_json_404(client: TestClient, path: str) -> None:
-    response = client.get(path.format(base=web.STATIC_BASE.removeprefix("/static/")))
+    response = client.get(path.format(base=web.STATIC.base.removeprefix("/static/")))
     assert response.status_code == 404
     body = response.json()
     assert body["field"] == "path" and "no static file" in body["error"]
@@ -112,53 +109,42 @@ def test_static_url_refuses_names_outside_the_allowlist() -> None:
 
 
 def copy_of_the_web_root(tmp_path: Path) -> Path:
-    """package.json, web/ and the allowlisted node_modules files in a scratch root."""
-    shutil.copy(ROOT / "package.json", tmp_path / "package.json")
-    shutil.copytree(ROOT / "web", tmp_path / "web")
-    pins = json.loads((ROOT / "package.json").read_text())["dependencies"]
-    for package in pins:
-        target = tmp_path / "node_modules" / package
-        target.mkdir(parents=True)
-        shutil.copy(ROOT / "node_modules" / package / "package.json", target / "package.json")
-    for path in web.VENDOR_FILES:
-        (tmp_path / "node_modules" / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "node_modules" / path, tmp_path / "node_modules" / path)
-    return tmp_path
+    """web/ (our files and the vendored npm files) in a scratch folder."""
+    return Path(shutil.copytree(web.WEB_DIR, tmp_path / "web"))
 
 
-def test_allowlist_of_a_complete_root_matches_the_module(tmp_path: Path) -> None:
-    files = web.allowlist(copy_of_the_web_root(tmp_path))
-    assert sorted(files) == sorted(web.FILES)
-    assert web.fingerprint(web.read_files(files)) == web.STATIC_BASE.removeprefix("/static/")
+def test_a_complete_copy_has_the_modules_fingerprint(tmp_path: Path) -> None:
+    static = web.load_static_files(copy_of_the_web_root(tmp_path))
+    assert static.problem is None and sorted(static.paths) == sorted(web.STATIC.paths)
+    assert static.base == web.STATIC.base
 
 
-def test_missing_node_modules_names_the_install_command(tmp_path: Path) -> None:
+def test_a_missing_file_turns_the_studio_off_and_names_the_fix(tmp_path: Path) -> None:
     root = copy_of_the_web_root(tmp_path)
-    shutil.rmtree(root / "node_modules")
-    with pytest.raises(web.WebAssetsMissing, match="node_modules/ is missing") as caught:
-        web.allowlist(root)
-    assert "npm ci --ignore-scripts --no-audit --no-fund" in str(caught.value)
+    (root / "vendor" / "three" / "build" / "three.core.min.js").unlink()
+    static = web.load_static_files(root)
+    assert static.data == {} and static.problem is not None
+    assert "vendor/three/build/three.core.min.js" in static.problem
+    assert web.REFRESH_COMMAND in static.problem and "every API route works" in static.problem
 
 
-def test_another_installed_version_is_named(tmp_path: Path) -> None:
-    root = copy_of_the_web_root(tmp_path)
-    manifest = root / "node_modules" / "three" / "package.json"
-    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": "0.1.0"}))
-    pinned = json.loads((root / "package.json").read_text())["dependencies"]["three"]
-    with pytest.raises(web.WebAssetsMissing, match=rf"three is 0\.1\.0, package\.json pins {re.escape(pinned)}"):
-        web.allowlist(root)
-
-
-def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    root = copy_of_the_web_root(tmp_path)
-    (root / "node_modules" / "three" / "build" / "three.core.min.js").unlink()
-    with pytest.raises(web.WebAssetsMissing, match=r"three\.core\.min\.js is missing"):
-        web.allowlist(root)
+def test_without_its_files_the_studio_answers_one_clear_503(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(web, "STATIC", web.load_static_files(tmp_path))
+    app = FastAPI()
+    app.include_router(web.router)
+    client = TestClient(app)
+    for route in ("/", "/studio"):
+        response = client.get(route)
+        assert response.status_code == 503
+        assert response.json() == {"error": web.STATIC.problem, "field": "studio"}
+    assert client.get("/static/anything/studio.js").status_code == 404
+    docs = web.swagger_ui_html()
+    assert docs.status_code == 503 and web.REFRESH_COMMAND in docs.body.decode()
 
 
 def test_a_changed_file_changes_the_fingerprint(tmp_path: Path) -> None:
     root = copy_of_the_web_root(tmp_path)
-    before = web.fingerprint(web.read_files(web.allowlist(root)))
-    with (root / "web" / "studio.css").open("a") as css:
+    before = web.load_static_files(root).base
+    with (root / "studio.css").open("a") as css:
         css.write("\n/* changed */\n")
-    assert web.fingerprint(web.read_files(web.allowlist(root))) != before
+    assert web.load_static_files(root).base != before

@@ -54,6 +54,7 @@ def test_prompt_to_glb_shows_every_stage_the_images_and_the_model(
 
     assert job["status"] == "done"
     assert {"text_to_image", "background", "image_to_3d", "export"} <= set(job["timings"])
+    assert "TripoSR" in page.page.inner_text("#service-status")  # the model that makes the assets
     assert_timeline_matches(page, job)
     assert page.image_loaded("#generated-image") and page.image_loaded("#cutout-image")
     page.next_frames()
