@@ -12,7 +12,7 @@ random weights), warm it up, time requests (see that script for what a row holds
     cold   its compile-cache group starts empty (a first start on a new machine, no precompile)
     warm   reuses the group a cold row filled (a restart on the same machine)
     fresh  an empty group holding only the ``artifacts.bin`` another group's cold row saved
-           (a new machine after ``scripts/precompile.py``, or with the artifacts copied in)
+           (a new machine after ``gen3d.service.precompile``, or with the artifacts copied in)
     reuse  the group as it is, empty or not (the row records which)
 
 Rows run in plan order while the budget lasts; a row is killed at the budget's end and recorded as
@@ -55,7 +55,7 @@ class Row:
         cache: the compile-cache group (a folder under --cache-root).
         role: ``cold``, ``warm``, ``fresh`` or ``reuse``.
         fresh_from: for ``fresh``, the group whose saved artifacts are copied in.
-        save_artifacts: write the group's artifacts after the requests (as scripts/precompile.py).
+        save_artifacts: write the group's artifacts after the requests (as gen3d.service.precompile).
         env: extra environment of the process.
     """
 

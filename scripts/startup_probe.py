@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from gen3d.config import load_preset
+from gen3d.config import load_preset, parse_overrides
 from gen3d.parts.compile_cache import CompileCache, CompileKey, save_artifacts
 from gen3d.parts.cuda_graphs import CudaGraphed
 from gen3d.stages.text_to_image import GRAPHED_CALLS, TextToImage
@@ -162,21 +161,6 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``--set FIELD=VALUE`` items as a mapping; values are read as YAML (``false``, ``12``, ``null``).
-
-    Raises:
-        ValueError: an item without ``=``.
-    """
-    overrides = {}
-    for item in items:
-        name, separator, value = item.partition("=")
-        if not separator:
-            raise ValueError(f"--set: expected FIELD=VALUE, got {item!r}")
-        overrides[name] = yaml.safe_load(value)
-    return overrides
-
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="random", help="preset name or YAML path (its text_to_image section)")
@@ -185,7 +169,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--label", default="run", help="names the row and its files")
     parser.add_argument("--repeats", type=int, default=10, help="timed requests per step count")
     parser.add_argument("--save-artifacts", action="store_true",
-                        help="after the requests, write the compile artifacts as scripts/precompile.py does")
+                        help="after the requests, write the compile artifacts as gen3d.service.precompile does")
     parser.add_argument("--out", default=os.environ.get("OUT", "out"), help="results folder (default $OUT or ./out)")
     args = parser.parse_args()
     try:

@@ -6,7 +6,7 @@ reboot or a fresh container loses. :func:`open_compile_cache` points both at
 torchao, diffusers, transformers, Python, CUDA, GPU model and driver), so a restart on the same
 machine finds its caches and an upgrade starts a new folder instead of reading stale entries.
 
-``scripts/precompile.py`` compiles once per key and writes ``artifacts.bin`` there
+``gen3d.service.precompile`` compiles once per key and writes ``artifacts.bin`` there
 (``torch.compiler.save_cache_artifacts``: the AOTAutograd and FX-graph cache entries with their
 Triton kernels and tuned configs). A replica whose key folder holds that file loads it before
 compiling, so its compiles become cache hits even on a machine that never compiled; when only
@@ -191,7 +191,7 @@ def explain_missing_artifacts(cache: CompileCache) -> str:
     root = cache.directory.parent
     others = sorted(path.parent for path in root.glob(f"*/{ARTIFACTS_NAME}") if path.parent != cache.directory)
     if not others:
-        return f"no precompiled artifacts under {root} (scripts/precompile.py writes them)"
+        return f"no precompiled artifacts under {root} (`python -m gen3d.service.precompile` writes them)"
     reasons = []
     for other in others:
         try:
@@ -227,7 +227,7 @@ def open_compile_cache(root: str | Path, device: torch.device) -> CompileCache:
     if info is None:
         raise RuntimeError(
             f"compile cache: cannot load {cache.artifacts} (see torch's warning above); delete it or run "
-            "scripts/precompile.py --force"
+            "python -m gen3d.service.precompile --force"
         )
     counts = {kind: len(keys) for kind, keys in info.artifacts.items()}
     logger.info("compile cache %s: loaded precompiled artifacts %s", cache.directory, counts)

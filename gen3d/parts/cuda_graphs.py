@@ -5,10 +5,10 @@ kernels, so the Python and launch overhead of eager or regionally compiled code 
 waiting. A captured graph replays the same kernels, with the same numerics, without the CPU.
 
 A graph is captured per call signature (tensor shapes and dtypes plus the other arguments'
-values) on first use, which ``TextToImage.warmup`` triggers for every allowed shape. Replays copy
-the new tensor arguments into the captured input buffers and return clones of the outputs, so a
-caller may keep a result across the next call. Calls must not overlap: one stage runs one request
-at a time.
+values) on first use, which ``TextToImage.warmup`` triggers for every allowed shape and batch
+size. Replays copy the new tensor arguments into the captured input buffers and return clones of
+the outputs, so a caller may keep a result across the next call. Calls must not overlap: a stage
+runs one call (one request or one batch) at a time.
 """
 
 import logging

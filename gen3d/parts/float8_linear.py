@@ -49,6 +49,9 @@ def quantize_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Float8Linear(nn.Module):
     """``y = x W^T + b`` with W in e4m3 and x quantised per row on the fly (dynamic fp8).
 
+    A row is one token of one sample, so its scale never sees another request's activations: a
+    batched request's rows are quantised exactly as alone (``tests/parts/test_float8_linear.py``).
+
     ``weight`` is registered as None on purpose: transformers' T5 casts its activations to
     ``wo.weight.dtype`` when that is a tensor, which for fp8 data would drop the scaling.
 

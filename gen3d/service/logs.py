@@ -1,8 +1,12 @@
-"""Known third-party start-up warnings, filtered so a start-up log shows what matters.
+"""Log records that read like failures and are not: filtered so a log shows what matters.
 
 Every process that imports diffusers/torchao (Serve's build task and each stage replica) printed
 the same six warnings, which read like failures. Each one is listed below with why it is harmless
 here; ``quiet_known_warnings`` drops exactly those records, by logger and message, and nothing else.
+
+Serve logs every exception a replica method raises as an ERROR with its whole traceback. A
+client's mistake (bad input found in a stage, an unknown job id) is no server failure:
+``ExpectedErrorsBrief`` turns those records into one INFO line.
 """
 
 import logging
@@ -78,3 +82,29 @@ def quiet_known_warnings() -> None:
         target.filters = [f for f in target.filters if not isinstance(f, _DropKnown)]
         target.addFilter(_DropKnown(fragments))
     logger.debug("filtering %d known third-party warnings (gen3d.service.logs.KNOWN_WARNINGS)", len(KNOWN_WARNINGS))
+
+
+class ExpectedErrorsBrief(logging.Filter):
+    """Turns a record whose exception is one of ``expected`` into one INFO line without traceback.
+
+    Args:
+        expected: the exception types that are answers, not failures (4xx, a store's refusal).
+    """
+
+    def __init__(self, expected: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.expected = expected
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, self.expected):
+            record.msg, record.args = f"{record.getMessage()} (expected) {type(error).__name__}: {error}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def brief_expected_errors(target: logging.Logger, expected: tuple[type[BaseException], ...]) -> None:
+    """Put one ``ExpectedErrorsBrief`` on ``target`` (replacing an earlier one); idempotent."""
+    target.filters = [f for f in target.filters if not isinstance(f, ExpectedErrorsBrief)]
+    target.addFilter(ExpectedErrorsBrief(expected))

@@ -9,13 +9,18 @@ Start-up (``from_config`` then ``warmup``) is timed phase by phase in ``startup_
 code goes to the persistent, versioned cache of ``gen3d.parts.compile_cache`` when the config names
 one; fp8 weights may be held as plain tensors (``gen3d.parts.float8_linear``) instead of torchao's
 tensor subclass, with the same outputs. Once warm, a request that would compile raises instead.
+
+Batches (``generate_batch``, up to ``max_batch_size`` requests of equal steps and size) give each
+request the image it gets alone: its initial noise comes from its own seeded generator, and
+nothing in the pipeline mixes samples (attention stays within a sample, fp8 activations are
+scaled per token row, the VAE decodes one sample at a time). CUDA graphs and compiled code are
+made per batch size at warm-up.
 """
 
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,29 +29,25 @@ from diffusers import FluxPipeline
 from gen3d.config import TextToImageConfig
 from gen3d.devices import (
     CAPPED_ALLOCATOR_ENV,
-    TORCH_DTYPES,
     cap_memory_gib,
     peak_memory_bytes,
     reset_peak_memory,
     resolve_device,
 )
-from gen3d.errors import StageOutputError, WeightsUnavailableError
+from gen3d.errors import StageOutputError
 from gen3d.models.flux.components import (
     build_components,
     check_float8_support,
-    pipeline_quantization_config,
     quantize_float8_,
 )
+from gen3d.models.flux.loading import DTYPES, load_pretrained_pipeline
 from gen3d.parts.compile_cache import open_compile_cache
 from gen3d.parts.cuda_graphs import graph_method_, ungraph_method_
 from gen3d.parts.float8_linear import unwrap_float8_
 from gen3d.results import GeneratedImage
+from gen3d.stages.text_to_image_batch import ImageRequest, decode_per_sample_
 
 logger = logging.getLogger(__name__)
-
-#: Storage dtype per precision; fp8 weights are quantized from bf16 and compute around bf16.
-DTYPES = {**TORCH_DTYPES, "fp8": torch.bfloat16}
-
 
 #: The calls replayed as CUDA graphs: T5, each transformer step and the VAE decode. CLIP stays
 #: eager: it is about a millisecond, and transformers' mask helpers may synchronise the host.
@@ -76,9 +77,10 @@ def compile_pipeline_(pipe: FluxPipeline, cfg: TextToImageConfig) -> None:
     Graphs are static per image size and are compiled by ``TextToImage.warmup``.
     """
     set_kernel_tuning(cfg.kernel_tuning)
-    # Single blocks take two graphs per size (their first input is a strided view), so lift
-    # dynamo's limit to fit every allowed (width, height) pair instead of silently falling back to eager.
-    shapes = len(cfg.allowed_sizes) ** 2
+    # Single blocks take two graphs per shape (their first input is a strided view), so lift
+    # dynamo's limit to fit every allowed (width, height) pair at every batch size instead of
+    # silently falling back to eager.
+    shapes = len(cfg.allowed_sizes) ** 2 * cfg.max_batch_size
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * shapes + 2)
     pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
     if cfg.compile_text_encoder:
@@ -116,81 +118,6 @@ def check_attention_backend(name: str | None) -> None:
     known = sorted(backend.value for backend in AttentionBackendName)
     if name.lower() not in known:
         raise ValueError(f"attention_backend: expected one of {known} or null, got {name!r}")
-
-
-def fetch_hint(repo: str) -> str:
-    """How to make ``repo``'s weights available, and the offline alternative."""
-    return (
-        f"fetch them with `hf download {repo}` (older huggingface_hub: `huggingface-cli download {repo}`). "
-        "FLUX.1-schnell is Apache-2.0, but its Hugging Face repo is gated: accept its terms on the model page "
-        "and log in (`hf auth login` or HF_TOKEN) first. Without weights, use the tiny preset (mode: tiny) "
-        "or mode: random."
-    )
-
-
-def ensure_weights_reachable(repo: str, revision: str | None) -> None:
-    """Return if ``repo`` is a local folder, is in the HF cache, or the Hub answers; else raise at once.
-
-    Raises:
-        WeightsUnavailableError: not cached and offline (HF_HUB_OFFLINE) or the Hub is unreachable.
-    """
-    from huggingface_hub import HfApi, constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    if Path(repo).is_dir():  # a local copy of the repo: from_pretrained reads it directly
-        return
-    try:
-        snapshot_download(repo, revision=revision, local_files_only=True, allow_patterns=["model_index.json"])
-        return
-    except LocalEntryNotFoundError:
-        pass
-    if constants.is_offline_mode():
-        raise WeightsUnavailableError(
-            f"text_to_image: weights of {repo} are not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-            f"and HF_HUB_OFFLINE is set; {fetch_hint(repo)}"
-        )
-    try:
-        HfApi().model_info(repo, revision=revision, timeout=10)
-    # Any probe failure (DNS, TLS, HTTP 4xx/5xx from the Hub's client) means no download can start now.
-    except Exception as err:  # noqa: BLE001
-        raise WeightsUnavailableError(
-            f"text_to_image: weights of {repo} are not cached and the Hub cannot be reached ({err}); {fetch_hint(repo)}"
-        ) from err
-
-
-def load_pretrained_pipeline(cfg: TextToImageConfig, device: torch.device) -> FluxPipeline:
-    """``FluxPipeline.from_pretrained`` with fp8 applied at load time by diffusers' torchao quantizer.
-
-    Downloads show huggingface_hub's progress bars. On CUDA the weights stream straight to the GPU.
-    """
-    ensure_weights_reachable(cfg.repo, cfg.revision)
-    quantization = pipeline_quantization_config(
-        transformer=cfg.precision == "fp8", text_encoder_2=cfg.text_encoder_precision == "fp8"
-    )
-    device_map = None
-    if device.type == "cuda":
-        # diffusers' pipeline device_map accepts only the bare "cuda", i.e. the current device.
-        torch.cuda.set_device(device)
-        device_map = "cuda"
-    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
-
-    try:
-        pipe = FluxPipeline.from_pretrained(
-            cfg.repo,
-            revision=cfg.revision,
-            torch_dtype=DTYPES[cfg.precision],
-            quantization_config=quantization,
-            device_map=device_map,
-        )
-    # GatedRepoError is a RepositoryNotFoundError: the usual case is terms not accepted or no token.
-    except (RepositoryNotFoundError, LocalEntryNotFoundError) as err:
-        raise WeightsUnavailableError(f"text_to_image: cannot download {cfg.repo} ({err}); {fetch_hint(cfg.repo)}") from err
-    if device_map is None:
-        pipe.to(device)
-    # As the random builds are: no autograd state, and compiled graphs keyed like theirs.
-    for model in (pipe.transformer, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
-        model.requires_grad_(False)
-    return pipe
 
 
 def float8_components(pipe: FluxPipeline, cfg: TextToImageConfig) -> list[torch.nn.Module]:
@@ -280,6 +207,14 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
+def image_or_error(image: np.ndarray) -> GeneratedImage | StageOutputError:
+    """One sample of the pipeline's output as the stage's result, or the error that fails only its request."""
+    try:
+        return GeneratedImage(image=to_uint8(image))
+    except StageOutputError as err:
+        return err
+
+
 class TextToImage:
     """FLUX.1-schnell text-to-image stage.
 
@@ -303,6 +238,8 @@ class TextToImage:
             pipe.transformer.set_attention_backend(cfg.attention_backend.lower())
         if cfg.compile:
             compile_pipeline_(pipe, cfg)
+        # Below the CUDA graph: a batch's graph replays one decode per sample.
+        decode_per_sample_(pipe.vae)
         if cfg.cuda_graphs:
             graph_pipeline_(pipe)
 
@@ -369,39 +306,66 @@ class TextToImage:
             ValueError: settings outside the preset.
             StageOutputError: a non-finite image.
         """
+        (result,) = self.generate_batch([ImageRequest(prompt, seed, steps, width, height)])
+        if isinstance(result, StageOutputError):
+            raise result
+        return result
+
+    def generate_batch(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage | StageOutputError]:
+        """Generate one image per request in one pipeline call; each is the image its request gets alone.
+
+        Args:
+            requests: 1 to ``max_batch_size`` requests with equal steps, width and height.
+
+        Returns:
+            Per request, in order: its (height, width, 3) uint8 image, or the ``StageOutputError``
+            of a non-finite image (which fails that request only).
+
+        Raises:
+            ValueError: an empty or oversized batch, mixed settings, or settings outside the preset.
+        """
+        if not 1 <= len(requests) <= self.cfg.max_batch_size:
+            raise ValueError(f"text_to_image: a batch holds 1 to {self.cfg.max_batch_size} requests, got {len(requests)}")
+        if len({request.settings for request in requests}) != 1:
+            raise ValueError("text_to_image: a batch's requests must share steps, width and height (group_by_settings)")
+        steps, width, height = requests[0].settings
         self.check_request(steps, width, height)
         start = time.perf_counter()
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        generators = [torch.Generator(device=self.device).manual_seed(request.seed) for request in requests]
         # After warm-up every allowed shape is compiled, so a compile now would be a bug.
         no_compile = self._warm and self.cfg.fail_on_recompile
         stance = torch.compiler.set_stance("fail_on_recompile") if no_compile else contextlib.nullcontext()
         with torch.inference_mode(), stance:
             output = self.pipe(
-                prompt=prompt,
+                prompt=[request.prompt for request in requests],
                 num_inference_steps=steps,
                 width=width,
                 height=height,
                 # schnell is guidance-distilled: no embedded guidance, no classifier-free guidance.
                 guidance_scale=0.0,
                 max_sequence_length=self.cfg.max_sequence_length,
-                generator=generator,
+                generator=generators,
                 output_type="np",
             )
-        image = to_uint8(output.images[0])
+        results = [image_or_error(image) for image in output.images]
         seconds = time.perf_counter() - start
-        logger.debug("text_to_image: %dx%d, %d steps in %.3f s", width, height, steps, seconds)
-        return GeneratedImage(image=image)
+        logger.debug("text_to_image: %d x %dx%d, %d steps in %.3f s", len(requests), width, height, steps, seconds)
+        return results
 
     def warmup(self) -> None:
-        """Run every allowed (width, height, steps) once so no request pays compile, capture or lazy-init cost."""
+        """Run every allowed (width, height, steps) at every batch size once, so no request pays
+        compile, capture or lazy-init cost."""
         for width in self.cfg.allowed_sizes:
             for height in self.cfg.allowed_sizes:
                 for steps in self.cfg.allowed_steps:
-                    start = time.perf_counter()
-                    self.generate("warm-up", seed=0, steps=steps, width=width, height=height)
-                    seconds = time.perf_counter() - start
-                    logger.info("text_to_image warm-up %dx%d, %d steps: %.2f s", width, height, steps, seconds)
-                    self.startup_s["warmup"] = self.startup_s.get("warmup", 0.0) + seconds
+                    for size in range(1, self.cfg.max_batch_size + 1):
+                        start = time.perf_counter()
+                        self.generate_batch([ImageRequest("warm-up", seed, steps, width, height) for seed in range(size)])
+                        seconds = time.perf_counter() - start
+                        logger.info(
+                            "text_to_image warm-up %dx%d, %d steps, batch %d: %.2f s", width, height, steps, size, seconds
+                        )
+                        self.startup_s["warmup"] = self.startup_s.get("warmup", 0.0) + seconds
         self._warm = True
         phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.startup_s.items())
         logger.info("text_to_image: warm after %s", phases)

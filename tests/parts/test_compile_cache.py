@@ -129,5 +129,5 @@ def test_unreadable_artifacts_stop_the_start_naming_the_file(tmp_path: Path) -> 
     cache = CompileCache.for_device(tmp_path, CPU)
     cache.directory.mkdir(parents=True)
     cache.artifacts.write_bytes(b"not a torch cache archive")
-    with pytest.raises(RuntimeError, match=f"cannot load {re.escape(str(cache.artifacts))}.*precompile.py --force"):
+    with pytest.raises(RuntimeError, match=f"cannot load {re.escape(str(cache.artifacts))}.*gen3d.service.precompile --force"):
         open_compile_cache(tmp_path, CPU)

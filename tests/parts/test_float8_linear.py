@@ -60,6 +60,20 @@ def test_plain_layers_give_torchao_outputs_bit_for_bit() -> None:
 
 
 @pytest.mark.usefixtures("cpu_float8")
+def test_a_samples_rows_are_scaled_alone_whatever_shares_the_batch() -> None:
+    # FLUX batches requests: per-row (per-token) activation scales keep each request's fp8 products
+    # its own, even beside a companion 1000x larger (a per-tensor scale would take the companion's maximum).
+    plain = quantized_stack()
+    unwrap_float8_(plain)
+    sample = torch.randn(1, 17, 64, dtype=torch.bfloat16)
+    loud = torch.randn(2, 17, 64, dtype=torch.bfloat16) * 1000
+    with torch.inference_mode():
+        alone = plain(sample)
+        batched = plain(torch.cat([loud[:1], sample, loud[1:]]))[1:2]
+    torch.testing.assert_close(batched, alone, rtol=0, atol=0)
+
+
+@pytest.mark.usefixtures("cpu_float8")
 def test_compiled_plain_layers_give_compiled_torchao_outputs() -> None:
     torchao_layers = quantized_stack()
     plain = quantized_stack()

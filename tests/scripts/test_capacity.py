@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from scripts import bench, capacity
-from scripts.capacity import (
+from scripts.capacity import place
+from scripts.capacity_model import (
     CARDS,
     CORES,
     INGRESS,
@@ -15,7 +16,6 @@ from scripts.capacity import (
     Layout,
     Workload,
     p50_at,
-    place,
     rate_at,
     solve,
 )
@@ -115,6 +115,39 @@ def test_latency_is_the_stage_sum_alone_and_littles_law_under_load() -> None:
     assert rate_at(request, result, 1) == pytest.approx(1 / 0.28)
     assert p50_at(request, result, 8) == pytest.approx(8 / result.assets_per_s)
     assert rate_at(request, result, 8) == pytest.approx(result.assets_per_s)
+
+
+def test_a_batched_stage_serves_its_share_of_a_call_and_latency_stays_the_lone_time() -> None:
+    # FLUX alone 0.16 s; a batch of 4 in 0.36 s: its replica serves 4 / 0.36 = 11.1/s.
+    wanted = [(FLUX, 0.6, 1), (TRIPOSR, 0.2, 1)]
+    batched = workload(text_to_image=0.16, image_to_3d=0.02, batched={"text_to_image": (4, 0.36)})
+    result = solve(batched, layout(wanted, 1))
+    assert result.assets_per_s == pytest.approx(1 / (0.09 + 0.02))  # the card: 0.09 + 0.02 s per request
+    assert batched.sequential_s() == pytest.approx(0.18)
+
+
+def test_card_seconds_charge_the_card_its_busy_time_not_the_wall_time() -> None:
+    # Background removal: 30 ms wall, 6.5 ms of it on the GPU. Charged its wall time, the card caps the rate.
+    wanted = [(FLUX, 0.6, 1), (BG, 0.1, 1), (TRIPOSR, 0.2, 1)]
+    wall = workload(text_to_image=0.1, background=0.03, image_to_3d=0.02)
+    busy = workload(text_to_image=0.1, background=0.03, image_to_3d=0.02, card_seconds={"background": 0.0065})
+    assert solve(wall, layout(wanted, 1)).assets_per_s == pytest.approx(1 / 0.15)
+    assert solve(busy, layout(wanted, 1)).assets_per_s == pytest.approx(1 / 0.1265)
+
+
+def test_timeline_gives_card_seconds_from_its_lone_window(tmp_path: Path) -> None:
+    report = {"stages": {"text_to_image": {"gpu_ms_per_item": 200.0}},
+              "alone": {"stages": {"text_to_image": {"gpu_ms_per_item": 150.0}, "bake": {"gpu_ms_per_item": 10.0}}}}  # fmt: skip
+    path = tmp_path / "timeline.json"
+    path.write_text(json.dumps(report))
+    args = capacity.parse_args(["--timeline", str(path), "--card-seconds", "bake=0.02", "--batched", "text_to_image=2:0.25"])
+    loaded = capacity.workload_from_args(args)
+    assert loaded.card_seconds == {"text_to_image": 0.15, "bake": 0.02}
+    assert loaded.batched == {"text_to_image": (2, 0.25)}
+    with pytest.raises(ValueError, match="CALL=SIZE:SECONDS"):
+        capacity.parse_batched(["text_to_image=4"])
+    with pytest.raises(ValueError, match="batched: expected SIZE >= 1"):
+        Workload(batched={"text_to_image": (0, 0.3)})
 
 
 def test_bench_json_gives_stage_seconds_overhead_and_size(tmp_path: Path) -> None:

@@ -38,3 +38,29 @@ def test_a_stage_import_prints_none_of_them_once_quieted() -> None:
     assert seen, f"none of the known warnings appeared without the filter; is the list stale?\n{noisy}"
     quiet = stderr_of(f"from gen3d.service.logs import quiet_known_warnings; quiet_known_warnings(); {IMPORT_A_STAGE}")
     assert [fragment for fragment in seen if fragment in quiet] == [], quiet
+
+
+def test_an_expected_error_becomes_one_info_line_and_other_errors_keep_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gen3d.errors import InputError
+    from gen3d.service.job_store import UnknownJob
+    from gen3d.service.logs import brief_expected_errors
+
+    serve_like = logging.getLogger("tests.serve_like")
+    brief_expected_errors(serve_like, (InputError, UnknownJob))
+    brief_expected_errors(serve_like, (InputError, UnknownJob))  # idempotent
+    assert len(serve_like.filters) == 1
+    with caplog.at_level(logging.INFO, logger="tests.serve_like"):
+        for error in (UnknownJob("4b1d"), InputError("image", "no visible object"), RuntimeError("a bug")):
+            try:
+                raise error
+            except Exception:
+                serve_like.exception("Request failed.")
+    brief = [(r.levelname, r.getMessage(), r.exc_info) for r in caplog.records[:2]]
+    assert brief == [
+        ("INFO", "Request failed. (expected) UnknownJob: 4b1d", None),
+        ("INFO", "Request failed. (expected) InputError: image: no visible object", None),
+    ]
+    bug = caplog.records[2]
+    assert bug.levelname == "ERROR" and bug.exc_info is not None and "Traceback" in caplog.text

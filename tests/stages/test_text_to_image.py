@@ -177,17 +177,18 @@ def test_settings_outside_the_preset_are_a_bug_not_bad_input(stage: TextToImage,
     assert type(raised.value) is ValueError
 
 
-def test_warmup_runs_every_allowed_shape(stage: TextToImage, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_warmup_runs_every_allowed_shape_at_every_batch_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    stage = TextToImage.from_config(tiny_config(max_batch_size=2))
     seen = []
-    real_generate = stage.generate
+    real_generate_batch = stage.generate_batch
 
-    def recording_generate(prompt, seed, steps, width, height):
-        seen.append((width, height, steps))
-        return real_generate(prompt, seed, steps, width, height)
+    def recording_generate_batch(requests):
+        seen.append((requests[0].width, requests[0].height, requests[0].steps, len(requests)))
+        return real_generate_batch(requests)
 
-    monkeypatch.setattr(stage, "generate", recording_generate)
+    monkeypatch.setattr(stage, "generate_batch", recording_generate_batch)
     stage.warmup()
-    assert sorted(seen) == sorted((w, h, s) for w in (32, 64) for h in (32, 64) for s in (3, 4))
+    assert sorted(seen) == sorted((w, h, s, b) for w in (32, 64) for h in (32, 64) for s in (3, 4) for b in (1, 2))
 
 
 def test_peak_memory_is_zero_on_cpu(stage: TextToImage) -> None:

@@ -1,4 +1,4 @@
-"""scripts/precompile.py: which config it compiles, and when it has nothing to do (no compiling here).
+"""gen3d.service.precompile: which config it compiles, and when it has nothing to do (no compiling here).
 
 The compile-and-save path itself is gen3d.parts.compile_cache's (tests/parts/test_compile_cache.py).
 """
@@ -12,7 +12,7 @@ import torch
 from gen3d.config import TextToImageConfig
 from gen3d.devices import CAPPED_ALLOCATOR_ENV
 from gen3d.parts.compile_cache import CompileCache
-from scripts.precompile import graph_args, precompile, stage_config
+from gen3d.service.precompile import graph_args, precompile, stage_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def test_config_is_the_serve_configs_preset_with_overrides() -> None:
 def test_the_replicas_env_comes_along(config: str) -> None:
     """Without the FLUX replica's allocator setting, precompile failed its memory cap on the GPU box."""
     graph, env = graph_args(args(serve_config=str(ROOT / config)))
-    assert env == CAPPED_ALLOCATOR_ENV and graph.preset in {"fast", "random"}
+    assert env == CAPPED_ALLOCATOR_ENV and graph["preset"] in {"fast", "random"}
     assert graph_args(args(preset="fast"))[1] == CAPPED_ALLOCATOR_ENV
 
 

@@ -1,7 +1,7 @@
 """Compile the text_to_image stage once per versions key and save the artifacts its replicas load.
 
-    python -m scripts.precompile --serve-config serve_config.yaml   # what scripts/serve.sh runs first
-    python -m scripts.precompile --preset fast --force              # recompile although artifacts exist
+    python -m gen3d.service.precompile --serve-config serve_config.yaml   # what `gen3d serve` runs first
+    python -m gen3d.service.precompile --preset fast --force              # recompile although artifacts exist
 
 Starts the stage exactly as its replica will (same preset, same weights, same settings, and the
 environment variables the serve config gives the replica, or the capped-allocator setting every
@@ -13,8 +13,9 @@ exist it returns at once, as it does for a preset that compiles nothing (``compi
 preset that compiles without a ``compile_cache_dir`` is an error: its replicas would compile on
 every start.
 
-On a 24 GB card run it before ``serve run`` (serve.sh does), not beside running replicas: it loads
-its own copy of FLUX.
+On a 24 GB card run it before ``serve run`` (``gen3d serve`` does), not beside running replicas: it
+loads its own copy of FLUX. It lives in the package, so an installed gen3d (a wheel, the image)
+runs it without a checkout.
 """
 
 import argparse
@@ -23,14 +24,15 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from gen3d.config import TextToImageConfig, load_preset
+from gen3d.config import TextToImageConfig, load_preset, parse_overrides
 from gen3d.devices import CAPPED_ALLOCATOR_ENV, resolve_device
 from gen3d.parts.compile_cache import CompileCache, save_artifacts
-from gen3d.service.preflight import PreflightError, gen3d_application
+from gen3d.service.preflight import DEFAULT_PRESET, PreflightError, gen3d_application
 from gen3d.stages.text_to_image import TextToImage
-from graph import GraphArgs
-from scripts.startup_probe import parse_overrides
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,24 +46,26 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def graph_args(args: argparse.Namespace) -> tuple[GraphArgs, dict[str, str]]:
-    """The serve config's (or preset's) graph arguments, and the text_to_image replica's env vars."""
+def graph_args(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The serve config's (or preset's) builder args (``preset``, ``overrides``), and the text_to_image
+    replica's env vars."""
     if args.serve_config is None:
-        return (GraphArgs() if args.preset is None else GraphArgs(preset=args.preset)), dict(CAPPED_ALLOCATOR_ENV)
+        return {"preset": args.preset or DEFAULT_PRESET, "overrides": {}}, dict(CAPPED_ALLOCATOR_ENV)
     application = gen3d_application(Path(args.serve_config))
     env: dict[str, str] = {}
     for deployment in application.get("deployments") or []:
         if deployment.get("name") == "TextToImageDeployment":
             runtime_env = (deployment.get("ray_actor_options") or {}).get("runtime_env") or {}
             env = {str(k): str(v) for k, v in (runtime_env.get("env_vars") or {}).items()}
-    return GraphArgs.model_validate(application.get("args") or {}), env
+    builder = application.get("args") or {}
+    return {"preset": builder.get("preset", DEFAULT_PRESET), "overrides": builder.get("overrides") or {}}, env
 
 
-def stage_config(graph: GraphArgs, sets: list[str]) -> TextToImageConfig:
+def stage_config(graph: dict[str, Any], sets: list[str]) -> TextToImageConfig:
     """The text_to_image config the replicas will use: the graph's preset and overrides, plus ``--set``."""
-    overrides = dict(graph.overrides)
+    overrides = dict(graph["overrides"])
     overrides["text_to_image"] = {**overrides.get("text_to_image", {}), **parse_overrides(sets)}
-    return load_preset(graph.preset, overrides).text_to_image
+    return load_preset(graph["preset"], overrides).text_to_image
 
 
 def precompile(cfg: TextToImageConfig, force: bool) -> CompileCache | None:
@@ -74,7 +78,7 @@ def precompile(cfg: TextToImageConfig, force: bool) -> CompileCache | None:
         ValueError: the config compiles but keeps no cache folder.
     """
     if not cfg.compile:
-        logging.info("precompile: text_to_image.compile is false; nothing to precompile")
+        logger.info("precompile: text_to_image.compile is false; nothing to precompile")
         return None
     if cfg.compile_cache_dir is None:
         raise ValueError(
@@ -83,13 +87,13 @@ def precompile(cfg: TextToImageConfig, force: bool) -> CompileCache | None:
         )
     cache = CompileCache.for_device(cfg.compile_cache_dir, resolve_device(cfg.device))
     if cache.artifacts.is_file() and not force:
-        logging.info("precompile: %s already holds this key's artifacts; nothing to do", cache.directory)
+        logger.info("precompile: %s already holds this key's artifacts; nothing to do", cache.directory)
         return cache
     start = time.perf_counter()
     stage = TextToImage.from_config(cfg)
     stage.warmup()
     counts = save_artifacts(cache)
-    logging.info("precompile: %s in %.0f s (%s)", cache.artifacts, time.perf_counter() - start, counts)
+    logger.info("precompile: %s in %.0f s (%s)", cache.artifacts, time.perf_counter() - start, counts)
     return cache
 
 
