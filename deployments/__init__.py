@@ -1,4 +1,4 @@
-"""Ray Serve deployments: thin classes around the ``gen3d`` stages. Wired only by ``graph.py``.
+"""Ray Serve deployments: thin classes around the ``gen3d`` stages. Wired only by ``deployments/graph.py``.
 
 This package is imported first in Serve's build task and in every replica, so it silences the
 known, harmless third-party start-up warnings there before diffusers or torchao load.

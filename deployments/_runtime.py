@@ -15,6 +15,9 @@ import torch
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from gen3d.errors import InputError, StageOutputError
+from gen3d.service.gpu_trace import TraceWindow
+from gen3d.service.job_store import JobStoreError
+from gen3d.service.logs import brief_expected_errors
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,6 +25,8 @@ T = TypeVar("T")
 LATENCY_BOUNDARIES_S = [0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0]
 # Exceptions that say the request was bad or the result unusable; the replica itself is fine.
 REQUEST_ERRORS = (InputError, StageOutputError)
+#: What a replica method may raise as an answer, not as a failure: logged in one line, no traceback.
+EXPECTED_ERRORS = (*REQUEST_ERRORS, JobStoreError)
 
 
 #: Serve options every stage deployment shares, said once here; serve configs set only resources,
@@ -45,9 +50,11 @@ def route_logs_to_serve() -> None:
 
     Without this, every record below WARNING from ``gen3d`` and ``deployments`` is dropped in a
     replica, which hid minutes of start-up progress (load, compile, capture) from the dashboard.
-    The Serve logger's level (``logging_config.log_level``) applies to ours too.
+    The Serve logger's level (``logging_config.log_level``) applies to ours too. Serve's record
+    of a method that raised one of ``EXPECTED_ERRORS`` becomes one INFO line.
     """
     serve_logger = logging.getLogger("ray.serve")
+    brief_expected_errors(serve_logger, EXPECTED_ERRORS)
     for name in OWN_LOGGERS:
         own = logging.getLogger(name)
         own.handlers = list(serve_logger.handlers)
@@ -76,19 +83,33 @@ class StageRuntime:
         self._requests = Counter("gen3d_stage_requests", "Requests a stage handled", ("stage",))
         self._errors = Counter("gen3d_stage_errors", "Requests a stage failed, by kind", ("stage", "kind"))
         self._gpu_memory = Gauge("gen3d_stage_gpu_peak_bytes", "Peak GPU memory allocated by a stage process", ("stage",))
+        #: The opt-in GPU trace (``GEN3D_PROFILE_DIR``), None when off.
+        self.trace = TraceWindow.from_env(stage, device)
+        if self.trace is not None:
+            self._executor.submit(self.trace.prime)
 
-    async def call(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
+    async def call(self, fn: Callable[..., T], *args: object, items: int = 1) -> tuple[T, float]:
         """Run ``fn(*args)`` on the worker thread; return its result and its own wall seconds.
 
         The seconds exclude the wait behind earlier requests of this replica, so
         ``Server-Timing`` shows what each stage costs, not how long it queued.
+
+        Args:
+            fn, args: the blocking stage call.
+            items: requests the call serves (a batch serves several), for the counters and traces.
         """
 
         def timed() -> tuple[T, float]:
-            start = time.perf_counter()
-            return fn(*args), time.perf_counter() - start
+            if self.trace is not None:
+                self.trace.before_call()
+            start, start_ns = time.perf_counter(), time.time_ns()
+            result = fn(*args)
+            seconds = time.perf_counter() - start
+            if self.trace is not None:
+                self.trace.after_call(getattr(fn, "__name__", "call"), items, start_ns, time.time_ns())
+            return result, seconds
 
-        self._requests.inc(tags=self._tags)
+        self._requests.inc(items, tags=self._tags)
         try:
             result, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, timed)
         except REQUEST_ERRORS as exc:
@@ -113,6 +134,11 @@ class StageRuntime:
             self._gpu_memory.set(torch.cuda.max_memory_allocated(self.device), tags=self._tags)
 
     def check_health(self) -> None:
-        """Raise when the stage can no longer serve, so Ray Serve restarts the replica."""
+        """Raise when the stage can no longer serve, so Ray Serve restarts the replica.
+
+        Also lets an idle replica close its GPU trace window (on the worker thread, which owns it).
+        """
+        if self.trace is not None:
+            self._executor.submit(self.trace.poll)
         if self.fatal is not None:
             raise RuntimeError(f"stage {self.stage} is wedged by a device error: {self.fatal}")

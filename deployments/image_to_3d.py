@@ -7,7 +7,7 @@ from ray import serve
 from deployments._runtime import STAGE_OPTIONS, StageRuntime, route_logs_to_serve
 from gen3d.config import ImageTo3DConfig
 from gen3d.results import Traced
-from gen3d.stages.image_to_3d import ImageTo3D, ShapeRequest
+from gen3d.stages.image_to_3d import ShapeRequest, build_image_to_3d
 
 
 @serve.deployment(**STAGE_OPTIONS)
@@ -25,7 +25,7 @@ class ImageTo3DDeployment:
     def __init__(self, config: dict[str, Any]) -> None:
         route_logs_to_serve()
         cfg = ImageTo3DConfig.model_validate(config)
-        self.model = ImageTo3D.from_config(cfg)
+        self.model = build_image_to_3d(cfg)
         self.model.warmup()
         self.runtime = StageRuntime("image_to_3d", self.model.device)
 

@@ -4,6 +4,7 @@ A preset is data: one mapping per stage name. ``load_preset`` reads it, applies 
 validates everything up front, so a misconfiguration fails at startup with a ``ValueError``.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,12 +15,16 @@ from gen3d.formats import (
     FACES_RANGE,
     RESOLUTION_RANGE,
     TEXTURE_SIZES,
+    MeshLimits,
     MeshOptions,
     TextureMode,
 )
+from gen3d.resources import data_path
 from gen3d.splat.validate import DEFAULT_SPLAT_COUNT, MIN_SPLAT_COUNT
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = data_path("configs")
+#: Side of TRELLIS's conditioning image (DINOv2 at 37 x 37 patches of 14 px).
+TRELLIS_IMAGE_SIZE = 518
 
 #: How weights are obtained: public checkpoints, tiny random, or full-size random.
 Mode = Literal["real", "tiny", "random"]
@@ -76,10 +81,15 @@ class TextToImageConfig(StageConfig):
             by coordinate descent (torchao's recommended setting for fp8). The tuning runs on the
             first call and is cached with the kernels; false saves that start-up time.
         compile_cache_dir: root of the persistent compile caches (``~`` expanded); the stage uses
-            ``<root>/<versions key>/`` and loads the artifacts ``scripts/precompile.py`` left there
+            ``<root>/<versions key>/`` and loads the artifacts ``gen3d.service.precompile`` left there
             (see ``gen3d.parts.compile_cache``). None keeps torch's default cache under /tmp.
         fail_on_recompile: after ``warmup()``, any compile during a request raises instead of
             stalling the request for the compile (warm-up covers every allowed shape).
+        max_batch_size: most requests (of equal steps and size) one pipeline call serves. The
+            deployment batches what has queued (``@serve.batch``); each request's image is the one
+            it gets alone. Warm-up compiles and captures every batch size from 1 to this.
+        batch_wait_timeout_s: how long a batch waits for companions after its first request
+            (0: take what has queued, never delay a lone request).
     """
 
     repo: str = "black-forest-labs/FLUX.1-schnell"
@@ -103,6 +113,8 @@ class TextToImageConfig(StageConfig):
     kernel_tuning: bool = True
     compile_cache_dir: str | None = None
     fail_on_recompile: bool = True
+    max_batch_size: int = Field(default=1, ge=1, le=16)
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _defaults_are_allowed(self) -> "TextToImageConfig":
@@ -136,8 +148,12 @@ class BackgroundConfig(StageConfig):
         session: rembg session name (``u2net``, ``isnet-general-use``, ...) or ``u2net_custom``
             with ``model_path``. Required: rembg's implicit default is a non-commercial model.
         model_path: ONNX file for ``u2net_custom`` (the tiny preset writes one locally).
+        sha256: expected digest of the session's ONNX file (``real`` mode), checked on every start:
+            rembg checks an md5 only when it downloads and uses a file already in place as it is.
         size: side of the square output image.
         foreground_ratio: share of the side the object spans after padding.
+        backdrop: grey level the object is composited on: TripoSR was trained on 0.5 grey,
+            TRELLIS on black (0.0, its crop premultiplies by alpha).
         min_foreground_fraction: below this share of opaque pixels the image has no object.
         post_process_mask: apply rembg's morphological mask clean-up (binarises the mask edge).
         threads: onnxruntime intra-op threads (None: onnxruntime's default, all cores); set it
@@ -147,8 +163,10 @@ class BackgroundConfig(StageConfig):
     device: str = "cpu"
     session: str
     model_path: str | None = None
+    sha256: str | None = None
     size: int = Field(default=512, ge=16, le=4096)
     foreground_ratio: float = Field(default=0.85, gt=0.0, le=1.0)
+    backdrop: float = Field(default=0.5, ge=0.0, le=1.0)
     min_foreground_fraction: float = Field(default=0.001, ge=0.0, lt=1.0)
     post_process_mask: bool = False
     threads: int | None = Field(default=None, ge=1)
@@ -160,28 +178,74 @@ class BackgroundConfig(StageConfig):
         return self
 
 
-class ImageTo3DConfig(StageConfig):
-    """TripoSR settings.
+class TrellisOptions(BaseModel):
+    """TRELLIS-image-large's files and the ranges of its per-request sampler options.
 
     Attributes:
-        repo: HF repo or local directory holding ``config.yaml`` and ``model.ckpt``.
-        sha256: optional pin of ``model.ckpt``.
-        size: ``tiny`` or ``full`` architecture for random modes (real uses the repo's config).
-        precision: dtype of the transformer and the field query.
-        mc_resolution: marching grid side: the default of a request's ``resolution``.
-        mc_threshold: density level of the surface.
-        query_chunk: points per field-query batch (bounds peak memory).
-        splat_count: gaussians sampled on the surface when a splat is requested.
+        repo: HF repo or local directory with ``pipeline.json`` and ``ckpts/``.
+        revision: pinned commit of ``repo``.
+        conditioner_repo: DINOv2 ViT-L/14-reg weights in the Hugging Face layout.
+        conditioner_revision: pinned commit of ``conditioner_repo``.
+        sha256: file digests, keyed by ``pipeline.json`` model key or ``conditioner``.
+        steps: Euler steps of each flow when a request names none (the release: 25).
+        max_steps: largest ``ss_steps`` / ``slat_steps`` a request may ask for.
+        max_cfg: largest guidance strength a request may ask for.
     """
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo: str = "microsoft/TRELLIS-image-large"
+    revision: str | None = None
+    conditioner_repo: str = "facebook/dinov2-with-registers-large"
+    conditioner_revision: str | None = None
+    sha256: dict[str, str] = {}
+    steps: int = Field(default=25, ge=1)
+    max_steps: int = Field(default=50, ge=1)
+    max_cfg: float = Field(default=15.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _default_steps_allowed(self) -> "TrellisOptions":
+        if self.steps > self.max_steps:
+            raise ValueError(f"image_to_3d.trellis: steps {self.steps} exceeds max_steps {self.max_steps}")
+        return self
+
+
+class ImageTo3DConfig(StageConfig):
+    """Image -> 3D settings: which model, and its files and options.
+
+    Attributes:
+        model: ``triposr`` (fast, a triplane field) or ``trellis`` (TRELLIS-image-large: sparse
+            structure and structured latent, the field's quality model).
+        repo: TripoSR's HF repo or local directory holding ``config.yaml`` and ``model.ckpt``.
+        sha256: optional pin of TripoSR's ``model.ckpt``.
+        trellis: TRELLIS's files and request ranges (``model: trellis``).
+        precision: dtype of the networks (TripoSR: transformer and field query).
+        mc_resolution: TripoSR's marching grid side: the default of a request's ``resolution``.
+        max_resolution: the largest ``resolution`` a request may name (the tiny CPU preset keeps it
+            small: the grid's cost grows with its cube).
+        mc_threshold: TripoSR's density level of the surface.
+        query_chunk: points per field-query batch (bounds peak memory).
+        splat_count: TripoSR's gaussians sampled on the surface when a splat is requested
+            (TRELLIS's splat is its own decoded gaussians, 32 per voxel).
+    """
+
+    model: Literal["triposr", "trellis"] = "triposr"
+    trellis: TrellisOptions = TrellisOptions()
     repo: str = "stabilityai/TripoSR"
     revision: str | None = None
     sha256: str | None = None
     precision: Precision = "bf16"
     mc_resolution: int = Field(default=256, ge=RESOLUTION_RANGE[0], le=RESOLUTION_RANGE[1])
+    max_resolution: int = Field(default=RESOLUTION_RANGE[1], ge=RESOLUTION_RANGE[0], le=RESOLUTION_RANGE[1])
     mc_threshold: float = 25.0
     query_chunk: int = 2**21
     splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
+
+    @model_validator(mode="after")
+    def _default_grid_allowed(self) -> "ImageTo3DConfig":
+        if self.mc_resolution > self.max_resolution:
+            raise ValueError(f"image_to_3d: mc_resolution {self.mc_resolution} exceeds max_resolution {self.max_resolution}")
+        return self
 
 
 class ExportConfig(StageConfig):
@@ -193,6 +257,7 @@ class ExportConfig(StageConfig):
         faces: target triangle count of a mesh file.
         texture: ``vertex`` colours or a baked ``uv`` texture atlas.
         texture_size: atlas side in texels.
+        texture_sizes: the atlas sides a request may name (a subset of ``TEXTURE_SIZES``).
         normalize: centre meshes and scale their largest side to 1.
         splat_count: gaussians sampled when a mesh (not gaussians) is exported as a splat.
     """
@@ -201,13 +266,16 @@ class ExportConfig(StageConfig):
     faces: int = Field(default=20_000, ge=FACES_RANGE[0], le=FACES_RANGE[1])
     texture: TextureMode = "uv"
     texture_size: int = 1024
+    texture_sizes: tuple[int, ...] = TEXTURE_SIZES
     normalize: bool = True
     splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
 
     @model_validator(mode="after")
     def _texture_size_allowed(self) -> "ExportConfig":
-        if self.texture_size not in TEXTURE_SIZES:
-            raise ValueError(f"export: texture_size expected one of {list(TEXTURE_SIZES)}, got {self.texture_size}")
+        if not set(self.texture_sizes) <= set(TEXTURE_SIZES):
+            raise ValueError(f"export: texture_sizes must be among {list(TEXTURE_SIZES)}, got {list(self.texture_sizes)}")
+        if self.texture_size not in self.texture_sizes:
+            raise ValueError(f"export: texture_size expected one of {list(self.texture_sizes)}, got {self.texture_size}")
         return self
 
 
@@ -221,6 +289,34 @@ class Preset(BaseModel):
     image_to_3d: ImageTo3DConfig
     export: ExportConfig = ExportConfig()
 
+    @model_validator(mode="after")
+    def _framing_fits_the_model(self) -> "Preset":
+        if self.image_to_3d.model == "trellis" and self.background.size != TRELLIS_IMAGE_SIZE:
+            raise ValueError(
+                f"background.size: TRELLIS (image_to_3d.model: trellis) conditions on {TRELLIS_IMAGE_SIZE} px images, "
+                f"got {self.background.size}; see configs/quality.yaml for its framing"
+            )
+        return self
+
+    def weights(self) -> dict[str, dict[str, Any]]:
+        """Where each stage's weights come from, pins included (``GET /version`` reports it).
+
+        Returns:
+            Per stage: its ``mode``, and for ``real`` the repo or rembg session with the pinned
+            ``revision`` and ``sha256`` (None where the preset pins none).
+        """
+        text, background, lift = self.text_to_image, self.background, self.image_to_3d
+        sources: dict[str, dict[str, Any]] = {
+            "text_to_image": {"mode": text.mode, "repo": text.repo, "revision": text.revision},
+            "background": {"mode": background.mode, "session": background.session, "sha256": background.sha256},
+        }
+        if lift.model == "trellis":
+            pins = lift.trellis.model_dump(include={"repo", "revision", "conditioner_repo", "conditioner_revision", "sha256"})
+        else:
+            pins = {"repo": lift.repo, "revision": lift.revision, "sha256": lift.sha256}
+        sources["image_to_3d"] = {"mode": lift.mode, "model": lift.model, **pins}
+        return sources
+
     def mesh_defaults(self) -> MeshOptions:
         """The mesh options a request gets for every field it leaves out."""
         return MeshOptions(
@@ -230,6 +326,32 @@ class Preset(BaseModel):
             resolution=self.image_to_3d.mc_resolution,
             normalize=self.export.normalize,
         )
+
+    def mesh_limits(self) -> MeshLimits:
+        """What a request's mesh options may ask for with this preset."""
+        return MeshLimits(max_resolution=self.image_to_3d.max_resolution, texture_sizes=self.export.texture_sizes)
+
+    def shape_model(self) -> "ShapeModel":
+        """Which 3D model answers, and what a request may ask of its sampler."""
+        trellis = self.image_to_3d.trellis
+        return ShapeModel(self.image_to_3d.model, trellis.steps, trellis.max_steps, trellis.max_cfg)
+
+
+@dataclass(frozen=True)
+class ShapeModel:
+    """The service's 3D model as requests see it.
+
+    Attributes:
+        name: ``triposr`` or ``trellis``.
+        steps: TRELLIS's Euler steps per flow when a request names none.
+        max_steps: the most ``ss_steps`` / ``slat_steps`` a request may ask for.
+        max_cfg: the strongest ``ss_cfg`` / ``slat_cfg`` a request may ask for.
+    """
+
+    name: Literal["triposr", "trellis"] = "triposr"
+    steps: int = 25
+    max_steps: int = 50
+    max_cfg: float = 15.0
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +377,37 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
-    """Load ``configs/<name>.yaml`` (or a YAML path), merge ``overrides`` and validate."""
+def read_preset(name: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's mapping, with the preset its ``base:`` key names merged under it.
+
+    A preset that differs from another by a few settings says only those (``quality_tiny.yaml``
+    is ``tiny.yaml`` with TRELLIS), so shared settings live in one file.
+
+    Raises:
+        ValueError: an unknown preset, or bases that name each other in a loop.
+    """
+    if name in chain:
+        raise ValueError(f"preset bases form a loop: {' -> '.join((*chain, name))}")
     raw = yaml.safe_load(preset_path(name).read_text()) or {}
-    return Preset.model_validate(deep_merge(raw, overrides or {}))
+    base = raw.pop("base", None)
+    return deep_merge(read_preset(base, (*chain, name)), raw) if base is not None else raw
+
+
+def load_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
+    """Load ``configs/<name>.yaml`` (or a YAML path) over its base, merge ``overrides`` and validate."""
+    return Preset.model_validate(deep_merge(read_preset(name), overrides or {}))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set FIELD=VALUE`` items as a mapping; values are read as YAML (``false``, ``12``, ``null``).
+
+    Raises:
+        ValueError: an item without ``=``.
+    """
+    overrides = {}
+    for item in items:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise ValueError(f"--set: expected FIELD=VALUE, got {item!r}")
+        overrides[name] = yaml.safe_load(value)
+    return overrides

@@ -65,6 +65,20 @@ class MeshOptions:
 
 
 @dataclass(frozen=True)
+class MeshLimits:
+    """What a request's mesh options may ask for on one service: its preset narrows the global ranges.
+
+    Attributes:
+        max_resolution: largest marching grid a request may name (at most ``RESOLUTION_RANGE[1]``);
+            the grid's cost grows with its cube, so a CPU preset keeps it small.
+        texture_sizes: atlas sides a request may name (a subset of ``TEXTURE_SIZES``).
+    """
+
+    max_resolution: int = RESOLUTION_RANGE[1]
+    texture_sizes: tuple[int, ...] = TEXTURE_SIZES
+
+
+@dataclass(frozen=True)
 class FileKind:
     """What a written file is: its media type and extension (no dot)."""
 

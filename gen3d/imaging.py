@@ -12,7 +12,6 @@ resize (bilinear, antialiased).
 """
 
 import base64
-import binascii
 import io
 import logging
 import re
@@ -34,7 +33,19 @@ ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 SIXTEEN_BIT_GREY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 #: Background grey of the conditioning image, on the [0, 1] scale.
 GREY = 0.5
-_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
+#: Whitespace allowed around a base64 image (ASCII only, as the pattern below says).
+BASE64_SPACE = " \t\n\r"
+_TOKEN = "[A-Za-z0-9_.+-]+"
+#: The ``data:`` URL prefix of a base64 image: an ``image/*`` media type, parameters, ``;base64,``.
+DATA_URL_PREFIX = f"data:image/{_TOKEN}(;{_TOKEN}={_TOKEN})*;base64,"
+#: Standard padded base64 (RFC 4648): whole quanta, then at most one padded one.
+BASE64_BODY = "([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+#: Exactly the texts ``decode_base64_image`` reads, as a JSON Schema ``pattern`` (ECMA-262 and Python
+#: regexes agree on it): standard padded base64, optionally as a data URL, ASCII whitespace around.
+BASE64_IMAGE_PATTERN = f"^[{BASE64_SPACE}]*({DATA_URL_PREFIX})?{BASE64_BODY}[{BASE64_SPACE}]*$"
+_DATA_URL = re.compile(DATA_URL_PREFIX)
+# With a length that is a multiple of 4, this is the pattern's payload, checked in one C pass.
+_BASE64_CHARS = re.compile("[A-Za-z0-9+/]*={0,2}")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 
@@ -129,8 +140,8 @@ def _to_rgb_or_rgba(image: Image.Image) -> np.ndarray:
 def decode_base64_image(text: str, max_bytes: int, max_pixels: int, min_side: int = 16) -> np.ndarray:
     """Decode a base64 image (optionally a ``data:image/...;base64,`` URL) with size limits.
 
-    The payload must be standard base64 (RFC 4648 alphabet, padded); only surrounding whitespace
-    is stripped.
+    The text must match ``BASE64_IMAGE_PATTERN``: standard base64 (RFC 4648 alphabet, padded),
+    with only ASCII whitespace around it.
 
     Args:
         text: base64 text or data URL.
@@ -142,23 +153,38 @@ def decode_base64_image(text: str, max_bytes: int, max_pixels: int, min_side: in
         uint8 (H, W, 3) RGB or (H, W, 4) RGBA, as ``decode_image``.
 
     Raises:
-        InputError: ``field="image"``; 400 for malformed base64 or data URLs, 413 for payloads
-            over ``max_bytes``, otherwise as ``decode_image``.
+        InputError: ``field="image"``; 400 for text outside the pattern, 413 for payloads over
+            ``max_bytes``, otherwise as ``decode_image``.
     """
     if not isinstance(text, str):
         raise InputError("image", f"expected base64 text, got {type(text).__name__}", status=400)
     # Refuse huge strings before any regex or copy touches them (4 chars per 3 bytes + URL prefix).
     if len(text) > 4 * (max_bytes // 3 + 1) + 256:
         raise InputError("image", _too_large(len(text) * 3 // 4, max_bytes), status=413)
-    payload = _strip_data_url(text.strip())
+    payload = base64_payload(text)
     decoded_size = len(payload) // 4 * 3 - payload[-2:].count("=")
     if decoded_size > max_bytes:
         raise InputError("image", _too_large(decoded_size, max_bytes), status=413)
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise InputError("image", f"expected standard padded base64, got invalid text ({error})", status=400) from error
-    return decode_image(data, max_pixels=max_pixels, min_side=min_side)
+    return decode_image(base64.b64decode(payload, validate=True), max_pixels=max_pixels, min_side=min_side)
+
+
+def base64_payload(text: str) -> str:
+    """The base64 payload of ``text``, which must match ``BASE64_IMAGE_PATTERN``.
+
+    Checked without running that pattern over megabytes: a data URL prefix, then the base64
+    alphabet with at most two ``=`` at the end, in a length that is a multiple of 4.
+
+    Raises:
+        InputError: ``field="image"``, 400, for any other text.
+    """
+    text = text.strip(BASE64_SPACE)
+    prefix = _DATA_URL.match(text)
+    if prefix is None and text.startswith("data:"):
+        raise InputError("image", "expected a data URL of the form data:image/<type>;base64,<data>", status=400)
+    payload = text[prefix.end():] if prefix else text
+    if len(payload) % 4 or _BASE64_CHARS.fullmatch(payload) is None:
+        raise InputError("image", "expected standard padded base64 (A-Z, a-z, 0-9, +, /, =), got other text", 400)
+    return payload
 
 
 def mib(size: int) -> str:
@@ -169,19 +195,6 @@ def mib(size: int) -> str:
 def _too_large(size: int, limit: int) -> str:
     """The 413 message: sizes in MiB and the setting that sets the limit."""
     return f"is about {mib(size)} of image, over the upload limit of {mib(limit)} (service setting max_upload_bytes)"
-
-
-def _strip_data_url(text: str) -> str:
-    """Return the base64 payload of a data URL, or ``text`` unchanged if it is not one."""
-    if not text.startswith("data:"):
-        return text
-    match = _DATA_URL.match(text)
-    if match is None or match["b64"] is None:
-        raise InputError("image", "expected a data URL of the form data:image/<type>;base64,<data>", status=400)
-    media = match["media"] or "text/plain"
-    if not media.startswith("image/"):
-        raise InputError("image", f"expected an image/* data URL, got media type {media!r}", status=415)
-    return text[match.end():]
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -298,18 +311,20 @@ def centred_square(rgba: np.ndarray, foreground_ratio: float) -> np.ndarray:
     return pad_to_ratio(pad_to_square(crop_to_alpha(rgba)), foreground_ratio)
 
 
-def prepare_conditioning_image(rgba: np.ndarray, size: int, foreground_ratio: float) -> np.ndarray:
-    """TripoSR's reference preprocessing of a cut-out object.
+def prepare_conditioning_image(rgba: np.ndarray, size: int, foreground_ratio: float, backdrop: float = GREY) -> np.ndarray:
+    """The image-to-3D models' reference preprocessing of a cut-out object.
 
     Args:
         rgba: (H, W, 4) uint8 with the background transparent.
         size: output side in pixels.
         foreground_ratio: share of the side the object's longer extent spans.
+        backdrop: grey level behind the object (TripoSR: 0.5; TRELLIS: 0.0, i.e. colour
+            premultiplied by alpha).
 
     Returns:
-        (size, size, 3) uint8 RGB, object centred on grey 0.5.
+        (size, size, 3) uint8 RGB, object centred on the backdrop.
     """
-    return resize_square(composite_on_grey(centred_square(rgba, foreground_ratio)), size)
+    return resize_square(composite_on_grey(centred_square(rgba, foreground_ratio), backdrop), size)
 
 
 def prepare_cutout(rgba: np.ndarray, size: int, foreground_ratio: float) -> np.ndarray:

@@ -38,7 +38,7 @@ class PreparedImage:
 
 @dataclass(frozen=True)
 class MeshAsset:
-    """A triangle mesh in TripoSR's own frame: z up, within ±0.87 (units of the model's box).
+    """A triangle mesh in its 3D model's own frame: z up (TripoSR within ±0.87, TRELLIS ±0.5).
 
     Attributes:
         vertices: (V, 3) float32.
@@ -86,18 +86,37 @@ class TexturedMesh:
 
 
 @dataclass(frozen=True)
+class SurfaceColors:
+    """Coloured samples of a full-resolution surface, the bake's source where a model has no
+    colour field to query (TRELLIS colours its mesh's vertices, and decimation drops most of them).
+
+    Attributes:
+        points: (N, 3) float32, model frame.
+        colors: (N, 3) uint8 RGB.
+    """
+
+    points: np.ndarray
+    colors: np.ndarray
+
+
+#: What a bake reads colours from: TripoSR's (3, C, H, W) float16 triplane scene code, whose colour
+#: field is queried, or a TRELLIS mesh's ``SurfaceColors``.
+ColorField = np.ndarray | SurfaceColors
+
+
+@dataclass(frozen=True)
 class Remeshed:
     """A clean, decimated mesh on its way to the bake, with what the bake needs.
 
     Attributes:
         mesh: the cleaned and decimated mesh, model frame; its colours are not used.
         texture_size: side of the square atlas to unwrap it into, in texels.
-        scene_code: (3, C, H, W) float16 triplane from ``image_to_3d``, whose colour field is baked.
+        color_field: where ``image_to_3d``'s bake reads colours (see ``ColorField``).
     """
 
     mesh: MeshAsset
     texture_size: int
-    scene_code: np.ndarray
+    color_field: ColorField
 
 
 @dataclass(frozen=True)
@@ -127,15 +146,16 @@ class Asset3D:
     """Output of ``image_to_3d``: the mesh, plus gaussians when a splat was asked for.
 
     Attributes:
-        mesh: the extracted mesh (marching cubes, not yet cleaned or decimated).
-        gaussians: surface gaussians coloured from the colour field, or None.
-        scene_code: (3, C, H, W) float16 triplane, kept only when a texture will be baked from
-            the colour field later (``image_to_3d``'s ``bake``), else None.
+        mesh: the extracted mesh (marching cubes or FlexiCubes, not yet cleaned or decimated).
+        gaussians: the splat's gaussians (TripoSR: sampled on the surface and coloured from its
+            field; TRELLIS: its own decoded gaussians), or None.
+        color_field: kept only when a texture will be baked later (``image_to_3d``'s ``bake``),
+            else None; see ``ColorField``.
     """
 
     mesh: MeshAsset
     gaussians: Gaussians | None = None
-    scene_code: np.ndarray | None = None
+    color_field: ColorField | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,9 @@ import yaml
 from gen3d.config import load_preset
 from gen3d.devices import CAPPED_ALLOCATOR_ENV
 from gen3d.service.api import ServiceConfig
-from gen3d.service.jobs import JobStoreConfig
+from gen3d.service.job_store import BackendConfig, JobStoreConfig
+from gen3d.service.mps import MPS_MODES
+from gen3d.service.preflight import BUILDER
 from scripts.capacity import (
     CALL_DEPLOYMENT,
     ROOT,
@@ -232,23 +234,31 @@ def build(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, list[str]
     reserved = sum(s.num_cpus * s.max_replicas for s in gpu) + ingress + SYSTEM_CPUS
     on_cpu = [name for name in CPU_STAGE_CPUS if name not in caps]
     stages = gpu + cpu_stages(on_cpu, cpus, reserved, workload, (text_rate, image_rate))
-    service, store = ServiceConfig(), JobStoreConfig()
+    service = ServiceConfig()
+    backend = BackendConfig(backend="redis", url=args.redis_url) if args.redis_url else BackendConfig()
+    store = JobStoreConfig(job_store=backend)
     ingress_user = {"api_key": service.api_key, "request_timeout_s": service.request_timeout_s, "max_in_flight": service.max_in_flight}
     app_args: dict[str, Any] = {"preset": args.preset}
+    if args.mps != "off":  # MPS lets the stages beside FLUX run at once on its card (gen3d.service.mps)
+        app_args["mps"] = args.mps
     if "BackgroundDeployment" not in caps:  # onnxruntime's threads match the cores the replica holds
         app_args["overrides"] = {"background": {"threads": int(CPU_STAGE_CPUS["BackgroundDeployment"])}}
     deployments = [
         {"name": "Ingress", "num_replicas": ingress, "ray_actor_options": {"num_cpus": 1.0, "num_gpus": 0.0}, "user_config": ingress_user},
-        {"name": "SharedState", "user_config": store.model_dump()},
+        {"name": "SharedState", "user_config": store.model_dump(exclude_none=True)},
         *(stage_deployment(s) for s in sorted(stages, key=lambda s: list(CALL_DEPLOYMENT.values()).index(s.name))),
     ]
     config = {
         "proxy_location": args.proxy_location,
         "http_options": {"host": args.host, "port": args.port, "request_timeout_s": 120},
-        "applications": [{"name": "gen3d", "route_prefix": "/", "import_path": "graph:build_app", "args": app_args, "deployments": deployments}],
+        "applications": [{"name": "gen3d", "route_prefix": "/", "import_path": BUILDER, "args": app_args, "deployments": deployments}],
     }
     notes = {s.name: s.note for s in stages}
     notes["Ingress"] = [f"Each admits max_in_flight {service.max_in_flight} requests: {ingress} for {args.clients_per_gpu} clients per card."]
+    notes["SharedState"] = [
+        f"Jobs in the Redis at {args.redis_url}, which every node reaches (README, Jobs)." if args.redis_url
+        else "Jobs in SQLite files on this replica's node (~/.cache/gen3d/jobs); several nodes: --redis-url (README, Jobs)."
+    ]
     worst = worst_card_gib(side_shares(slots, caps), caps)
     facts = {"workload": workload, "cpus": cpus, "caps": caps, "slots": slots, "worst_gib": worst, "stages": stages}
     return config, notes, header(args, config, facts)
@@ -325,8 +335,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--min-flux", type=int, help="FLUX replicas kept when idle (default: one per card)")
     parser.add_argument("--host", default="127.0.0.1", help="HTTP host (0.0.0.0 only behind a firewall, with an api_key)")
     parser.add_argument("--port", type=int, default=8093)
+    parser.add_argument("--redis-url", help="job store in this Redis (redis://host:6379/0), for several nodes; "
+                        "default: SQLite files on the store replica's node")  # fmt: skip
     parser.add_argument("--proxy-location", choices=("HeadOnly", "EveryNode"), default="HeadOnly",
                         help="EveryNode on a cluster behind a load balancer")  # fmt: skip
+    parser.add_argument("--mps", choices=MPS_MODES, default="auto",
+                        help="CUDA MPS for each card's stage processes when started by gen3d serve (off on KubeRay)")  # fmt: skip
     add_workload_args(parser)
     args = parser.parse_args(argv)
     if args.gpus < 1:

@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny graph started through ``serve run`` once per test session."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.serve_admin import with_service
+from tests.serve_admin import with_service, with_user_config
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -48,11 +49,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_serve_config(path: Path, port: int, service: dict) -> None:
-    """The repo's tiny serve config on another port, with test-specific service settings."""
-    config = yaml.safe_load((ROOT / "configs" / "serve_tiny.yaml").read_text())
+def write_serve_config(
+    path: Path, port: int, service: dict, store: dict | None = None, source: str = "serve_tiny.yaml"
+) -> None:
+    """A tiny serve config of the repo's (``source`` in configs/) on another port, with test-specific
+    service settings and job store settings (default: SQLite in a ``jobs`` folder beside the config,
+    not the user's cache)."""
+    config = yaml.safe_load((ROOT / "configs" / source).read_text())
     config["http_options"]["port"] = port
-    path.write_text(yaml.safe_dump(with_service(config, **service)))
+    store = store or {"job_store": {"backend": "sqlite", "path": str(path.parent / "jobs")}}
+    path.write_text(yaml.safe_dump(with_user_config(with_service(config, **service), "SharedState", **store)))
+
+
+#: What Serve's controller logs once it gives up on a deployment whose replicas keep failing to
+#: start; `serve run` of a config file keeps running after it, so waiting longer cannot help.
+DEPLOY_FAILED = "Failed to update the deployments"
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
@@ -60,6 +71,8 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: 
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
+        if DEPLOY_FAILED in (text := log.read_text(errors="replace")):
+            raise RuntimeError(f"a deployment failed to start:\n{text[text.index(DEPLOY_FAILED) - 4000 :][:6000]}")
         try:
             if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                 return
@@ -82,13 +95,12 @@ def stop(process: subprocess.Popen) -> None:
         raise RuntimeError("serve run did not shut down within 60 s of SIGINT") from None
 
 
-@pytest.fixture(scope="session")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
-    """``serve run`` on the tiny config in a subprocess, exactly as the README starts it."""
-    workdir = tmp_path_factory.mktemp("serve")
+@contextlib.contextmanager
+def serving(workdir: Path, service: dict, source: str = "serve_tiny.yaml") -> Iterator[ServedGraph]:
+    """``serve run`` on one of the repo's tiny serve configs in a subprocess, as the README starts it."""
     port = free_port()
-    config_path = workdir / "serve_tiny.yaml"
-    write_serve_config(config_path, port, {"request_timeout_s": 120, "max_in_flight": 32})
+    config_path = workdir / source
+    write_serve_config(config_path, port, service, source=source)
     log = workdir / "serve.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     with log.open("w") as out:
@@ -102,3 +114,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
         yield ServedGraph(url, log, process)
     finally:
         stop(process)
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGraph]:
+    """The tiny graph (configs/serve_tiny.yaml), once per test session."""
+    with serving(tmp_path_factory.mktemp("serve"), {"request_timeout_s": 120, "max_in_flight": 32}) as graph:
+        yield graph

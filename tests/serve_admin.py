@@ -139,13 +139,18 @@ class ServeAdmin:
         return running[0]
 
 
-def with_service(config: dict[str, Any], **service: Any) -> dict[str, Any]:
-    """A copy of a deploy config whose ingress ``user_config`` carries other service settings."""
+def with_user_config(config: dict[str, Any], name: str, **fields: Any) -> dict[str, Any]:
+    """A copy of a deploy config whose deployment ``name`` has ``fields`` over its ``user_config``."""
     changed = copy.deepcopy(config)
     for deployment in changed["applications"][0]["deployments"]:
-        if deployment["name"] == "Ingress":
-            deployment["user_config"] = {**deployment.get("user_config", {}), **service}
+        if deployment["name"] == name:
+            deployment["user_config"] = {**deployment.get("user_config", {}), **fields}
     return changed
+
+
+def with_service(config: dict[str, Any], **service: Any) -> dict[str, Any]:
+    """A copy of a deploy config whose ingress ``user_config`` carries other service settings."""
+    return with_user_config(config, "Ingress", **service)
 
 
 @contextmanager

@@ -1,5 +1,7 @@
 """Presets are data: every shipped preset validates; overrides merge; mistakes fail at load."""
 
+import re
+
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -8,7 +10,7 @@ from ray.serve.schema import ServeDeploySchema
 from deployments._runtime import STAGE_OPTIONS
 from gen3d.config import CONFIG_DIR, load_preset
 from gen3d.service.api import ServiceConfig
-from gen3d.service.jobs import JobStoreConfig
+from gen3d.service.job_store import JobStoreConfig
 from graph import GraphArgs
 
 ROOT = CONFIG_DIR.parent
@@ -18,6 +20,18 @@ ROOT = CONFIG_DIR.parent
 def test_shipped_presets_validate(name: str) -> None:
     preset = load_preset(name)
     assert preset.text_to_image.steps in preset.text_to_image.allowed_steps
+
+
+def test_real_weights_are_pinned_to_commits_and_digests() -> None:
+    """The production preset names a Hub commit for FLUX and TripoSR and a sha256 where a loader checks one."""
+    weights = load_preset("fast").weights()
+    commit, digest = re.compile(r"[0-9a-f]{40}"), re.compile(r"[0-9a-f]{64}")
+    assert weights["text_to_image"]["repo"] == "black-forest-labs/FLUX.1-schnell"
+    assert commit.fullmatch(weights["text_to_image"]["revision"])
+    assert weights["image_to_3d"]["repo"] == "stabilityai/TripoSR"
+    assert commit.fullmatch(weights["image_to_3d"]["revision"]) and digest.fullmatch(weights["image_to_3d"]["sha256"])
+    assert weights["background"]["session"] == "isnet-general-use" and digest.fullmatch(weights["background"]["sha256"])
+    assert {source["mode"] for source in load_preset("tiny").weights().values()} == {"tiny"}
 
 
 def test_overrides_merge_into_one_stage_only() -> None:

@@ -48,6 +48,9 @@ def test_health_and_version(served: ServedGraph) -> None:
     version = httpx.get(f"{served.url}/version").json()
     assert version["mode"] == "tiny"
     assert "splat" in version["formats"]
+    assert {stage: source["mode"] for stage, source in version["weights"].items()} == dict.fromkeys(
+        ("text_to_image", "background", "image_to_3d"), "tiny"
+    )
 
 
 def assert_timings(response: httpx.Response, stages: list[str]) -> None:

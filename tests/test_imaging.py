@@ -198,7 +198,7 @@ def test_base64_plain_and_data_url(rgb: np.ndarray) -> None:
         ("iVBORw0KGgo", 400),  # missing padding
         ("iVBO\nRw0KGgo=", 400),  # embedded newline
         ("data:image/png,iVBORw0KGgo=", 400),  # data URL without ;base64
-        ("data:text/plain;base64,aGVsbG8=", 415),
+        ("data:text/plain;base64,aGVsbG8=", 400),  # only data:image/... URLs match the pattern
         (base64.b64encode(b"hello world, not an image").decode(), 415),
     ],
 )

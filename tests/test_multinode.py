@@ -25,7 +25,7 @@ from ray._common.utils import reset_ray_address
 from ray.cluster_utils import Cluster
 
 from tests.conftest import ROOT, free_port
-from tests.serve_admin import APP, ServeAdmin, wait_for
+from tests.serve_admin import APP, ServeAdmin, wait_for, with_user_config
 
 pytestmark = pytest.mark.serve
 SPREAD = ("Ingress", "TextToImageDeployment", "BackgroundDeployment", "ImageTo3DDeployment", "ExportDeployment")
@@ -46,9 +46,11 @@ class TwoNodes:
     logs: Path
 
 
-def spread_config(port: int) -> dict:
-    """The tiny serve config with two replicas of every deployment but the shared state, one per node."""
-    config = yaml.safe_load((ROOT / "configs" / "serve_tiny.yaml").read_text())
+def spread_config(port: int, jobs: Path) -> dict:
+    """The tiny serve config with two replicas of every deployment but the shared state, one per
+    node, and its job store in ``jobs``."""
+    config = with_user_config(yaml.safe_load((ROOT / "configs" / "serve_tiny.yaml").read_text()), "SharedState",
+                              job_store={"backend": "sqlite", "path": str(jobs)})  # fmt: skip
     config["http_options"]["port"] = port
     for deployment in config["applications"][0]["deployments"]:
         if deployment["name"] in SPREAD:
@@ -83,7 +85,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoNodes]:
             admin = ServeAdmin(f"http://127.0.0.1:{dashboard}")
             port = free_port()
             wait_for(lambda: httpx.get(f"{admin.dashboard}/api/version", timeout=5).status_code == 200, 120, "the dashboard")
-            admin.deploy(spread_config(port))
+            admin.deploy(spread_config(port, temp / "jobs"))
             url = f"http://127.0.0.1:{port}"
             # /health turns 200 once one replica of each stage answers; the test needs both nodes' replicas.
             wait_for(

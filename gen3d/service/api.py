@@ -2,33 +2,62 @@
 
 The ingress reads bytes off the wire and hands them here; every rejection is an ``InputError``
 that names the field. What comes out is a typed ``Job`` that the stages trust: they never check
-a request field again.
+a request field again. The answers' models live beside it, in ``gen3d.service.answers``.
 """
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import get_args
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from gen3d.config import TextToImageConfig
+from gen3d.config import ShapeModel, TextToImageConfig
 from gen3d.errors import InputError
 from gen3d.formats import (
     FACES_RANGE,
     FORMATS,
     RESOLUTION_RANGE,
-    TEXTURE_SIZES,
+    MeshLimits,
     MeshOptions,
     OutputFormat,
     TextureMode,
     UpAxis,
     auto_resolution,
 )
-from gen3d.imaging import decode_base64_image, decode_image, mib
+from gen3d.imaging import BASE64_SPACE, decode_base64_image, decode_image, mib
+from gen3d.stages.image_to_3d_base import FlowOptions
 
 OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 MAX_SEED = 2**32 - 1
 MESH_FIELDS = ("faces", "texture", "texture_size", "resolution", "normalize")
+#: TRELLIS's sampler options (the trellis model only).
+FLOW_FIELDS = ("ss_steps", "ss_cfg", "slat_steps", "slat_cfg")
+#: The fields of the miners' forms: 404-gen's multipart body and three-gen's form. Any other
+#: field is refused, as an unknown JSON field is.
+IMAGE_FILE_FIELDS = ("prompt_image_file", "seed")
+FORM_PROMPT_FIELDS = ("prompt",)
+
+_CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f"
+# What ``str.strip`` removes, less the control characters above (refused anyway).
+_SPACE = r"\t\n\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A prompt the edge takes, as a JSON Schema ``pattern`` (ECMA-262 and Python agree on it): no
+#: control character but tab and line breaks, and at least one character that is not whitespace.
+PROMPT_PATTERN = f"^[^{_CONTROL}]*[^{_CONTROL}{_SPACE}][^{_CONTROL}]*$"
+#: How a three-gen form ``prompt`` that carries a base64 image starts (a data URL, or PNG, JPEG
+#: or WebP magic in base64); any other prompt is text.
+IMAGE_PROMPT_START = f"^[{BASE64_SPACE}]*(data:image|iVBORw0KGgo|/9j/|UklGR)"
+_PROMPT = re.compile(PROMPT_PATTERN)
+_CONTROL_CHAR = re.compile(f"[{_CONTROL}]")
+_IMAGE_PROMPT = re.compile(IMAGE_PROMPT_START)
 
 
 class ServiceConfig(BaseModel):
@@ -68,10 +97,11 @@ class ServiceConfig(BaseModel):
 class GenerateRequest(BaseModel):
     """``POST /generate`` and ``POST /jobs`` JSON body: exactly one of ``prompt`` and ``image``.
 
-    Fields left out take the preset's defaults (listed by ``GET /version``).
+    Fields left out take the preset's defaults (listed by ``GET /version``). Strict: a value of
+    another JSON type (``"5"`` for 5) is refused, as the OpenAPI document's types say.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str | None = Field(default=None, description="Text prompt.")
     image: str | None = Field(
@@ -93,7 +123,7 @@ class GenerateRequest(BaseModel):
         default=None, description="vertex colours, or a baked uv texture atlas (glb, obj)."
     )
     texture_size: int | None = Field(
-        default=None, description=f"Texture atlas side in texels, one of {list(TEXTURE_SIZES)} (uv)."
+        default=None, description="Texture atlas side in texels (uv)."
     )
     resolution: int | None = Field(
         default=None, ge=RESOLUTION_RANGE[0], le=RESOLUTION_RANGE[1],
@@ -102,6 +132,17 @@ class GenerateRequest(BaseModel):
     normalize: bool | None = Field(
         default=None, description="Centre the mesh and scale its largest side to 1 (within ±0.5)."
     )
+    ss_steps: int | None = Field(default=None, description="TRELLIS: Euler steps of the sparse-structure flow.")
+    ss_cfg: float | None = Field(default=None, description="TRELLIS: guidance strength of the sparse-structure flow.")
+    slat_steps: int | None = Field(default=None, description="TRELLIS: Euler steps of the structured-latent flow.")
+    slat_cfg: float | None = Field(default=None, description="TRELLIS: guidance strength of the structured-latent flow.")
+
+    @field_validator("seed", "steps", "width", "height", "faces", "texture_size", "resolution", "ss_steps", "slat_steps",
+                     mode="before")  # fmt: skip
+    @classmethod
+    def _integral(cls, value: object) -> object:
+        # JSON Schema counts 5.0 (and 5e0) as an integer: take it as 5 (strict mode would refuse it).
+        return int(value) if isinstance(value, float) and value.is_integer() else value
 
     @model_validator(mode="after")
     def _one_source(self) -> "GenerateRequest":
@@ -122,6 +163,7 @@ class Job:
         format: output format (a key of ``gen3d.formats.FORMATS``).
         up: splat up axis.
         mesh: mesh options for mesh formats, None for splats.
+        flow: TRELLIS's sampler options (all None for TripoSR and for the preset's defaults).
     """
 
     prompt: str | None
@@ -133,14 +175,21 @@ class Job:
     format: OutputFormat
     up: UpAxis
     mesh: MeshOptions | None
+    flow: FlowOptions = FlowOptions()
 
 
 @dataclass(frozen=True)
 class JobDefaults:
-    """What the preset says about requests: text-to-image settings and mesh option defaults."""
+    """What the preset says about requests: text-to-image settings, mesh option defaults and limits,
+    and the 3D model with its sampler's limits."""
 
     text: TextToImageConfig
     mesh: MeshOptions
+    limits: MeshLimits = MeshLimits()
+    shape: ShapeModel = ShapeModel()
+
+
+# -- checks ----------------------------------------------------------------------------------------
 
 
 def first_validation_error(error: ValidationError) -> InputError:
@@ -151,15 +200,19 @@ def first_validation_error(error: ValidationError) -> InputError:
 
 
 def check_prompt(prompt: str, max_chars: int) -> str:
-    """Return the stripped prompt, or raise for empty / over-long / control-character text."""
-    text = prompt.strip()
-    if not text:
-        raise InputError("prompt", "expected non-empty text, got an empty or whitespace-only prompt")
-    if len(text) > max_chars:
-        raise InputError("prompt", f"expected at most {max_chars} characters, got {len(text)}")
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
+    """The stripped prompt, once it has at most ``max_chars`` characters and matches ``PROMPT_PATTERN``.
+
+    Raises:
+        InputError: 422 naming ``prompt``: over-long, control characters, or only whitespace.
+    """
+    if len(prompt) > max_chars:
+        raise InputError("prompt", f"expected at most {max_chars} characters, got {len(prompt)}")
+    # Controls first: without them the pattern matches in one pass (no backtracking over them).
+    if _CONTROL_CHAR.search(prompt):
         raise InputError("prompt", "expected printable text, got control characters")
-    return text
+    if _PROMPT.fullmatch(prompt) is None:
+        raise InputError("prompt", "expected non-empty text, got an empty or whitespace-only prompt")
+    return prompt.strip()
 
 
 def check_text_settings(
@@ -177,7 +230,7 @@ def check_text_settings(
     return steps, width, height
 
 
-def mesh_options(req: GenerateRequest, defaults: MeshOptions) -> MeshOptions | None:
+def mesh_options(req: GenerateRequest, defaults: MeshOptions, limits: MeshLimits) -> MeshOptions | None:
     """The request's mesh options over the preset's defaults; None for a splat.
 
     ``defaults.resolution`` is the preset's grid: the grid of a request that names none follows
@@ -185,7 +238,7 @@ def mesh_options(req: GenerateRequest, defaults: MeshOptions) -> MeshOptions | N
 
     Raises:
         InputError: mesh options on a splat, a texture mode the format cannot write, or a
-            texture size outside ``TEXTURE_SIZES``.
+            grid or texture size beyond ``limits`` (the preset's).
     """
     given = {name: getattr(req, name) for name in MESH_FIELDS if getattr(req, name) is not None}
     fmt = FORMATS[req.format]
@@ -201,53 +254,101 @@ def mesh_options(req: GenerateRequest, defaults: MeshOptions) -> MeshOptions | N
             supported = [name for name, entry in FORMATS.items() if entry.supports(options.texture)]
             raise InputError("texture", f"{options.texture!r} is available for {supported}, not {req.format}")
         options = replace(options, texture="vertex")  # the preset's uv default: ply has vertex colours only
-    if options.texture_size not in TEXTURE_SIZES:
-        raise InputError("texture_size", f"expected one of {list(TEXTURE_SIZES)}, got {options.texture_size}")
+    if "resolution" in given and options.resolution > limits.max_resolution:
+        wanted = options.resolution
+        raise InputError("resolution", f"expected at most {limits.max_resolution} on this service, got {wanted}")
+    if options.texture_size not in limits.texture_sizes:
+        raise InputError("texture_size", f"expected one of {list(limits.texture_sizes)}, got {options.texture_size}")
     return options
 
 
-def decode_base64_upload(text: str, service: ServiceConfig) -> np.ndarray:
+def flow_options(req: GenerateRequest, shape: ShapeModel) -> FlowOptions:
+    """TRELLIS's sampler options of a request, in the preset's ranges.
+
+    Raises:
+        InputError: a sampler option for TripoSR, a ``resolution`` for TRELLIS (its grid is fixed
+            at 256^3), or a value out of range.
+    """
+    given = {name: getattr(req, name) for name in FLOW_FIELDS if getattr(req, name) is not None}
+    if shape.name != "trellis":
+        if given:
+            raise InputError(next(iter(given)), f"applies to the trellis model; this service runs {shape.name}")
+        return FlowOptions()
+    if req.resolution is not None:
+        raise InputError("resolution", "TRELLIS's mesh grid is fixed (256^3): leave resolution out")
+    for name in ("ss_steps", "slat_steps"):
+        if name in given and not 1 <= given[name] <= shape.max_steps:
+            raise InputError(name, f"expected 1 to {shape.max_steps}, got {given[name]}")
+    for name in ("ss_cfg", "slat_cfg"):
+        if name in given and not 0.0 <= given[name] <= shape.max_cfg:
+            raise InputError(name, f"expected 0 to {shape.max_cfg}, got {given[name]}")
+    return FlowOptions(**given)
+
+
+def as_field_error(error: InputError, field: str) -> InputError:
+    """A decoding refusal aimed at the request field that carried the image.
+
+    Bytes that no decoder reads answer 422, not 415: the request's own media type was right, the
+    field's content is not.
+    """
+    return InputError(field, error.message, 422 if error.status == 415 else error.status)
+
+
+def decode_base64_upload(text: str, service: ServiceConfig, field: str = "image") -> np.ndarray:
     """Strict base64 (or a ``data:`` URL) image under the service's size and pixel limits."""
-    return decode_base64_image(
-        text, max_bytes=service.max_upload_bytes, max_pixels=service.max_image_pixels, min_side=service.min_image_side
-    )
+    try:
+        return decode_base64_image(
+            text, max_bytes=service.max_upload_bytes, max_pixels=service.max_image_pixels, min_side=service.min_image_side
+        )
+    except InputError as error:
+        raise as_field_error(error, field) from None
 
 
 def looks_like_base64_image(text: str) -> bool:
-    """Tell three-gen's base64 image prompts from text prompts (a data URL or PNG/JPEG/WebP magic)."""
-    head = text.lstrip()[:16]
-    return head.startswith(("data:image", "iVBORw0KGgo", "/9j/", "UklGR"))
+    """Tell three-gen's base64 image prompts from text prompts (``IMAGE_PROMPT_START``)."""
+    return _IMAGE_PROMPT.match(text) is not None
 
 
-def decode_upload(data: bytes, service: ServiceConfig) -> np.ndarray:
+def decode_upload(data: bytes, service: ServiceConfig, field: str = "image") -> np.ndarray:
     """Decode uploaded image bytes under the service's size and pixel limits."""
     if len(data) > service.max_upload_bytes:
         raise InputError(
-            "image",
+            field,
             f"is {mib(len(data))}, over the upload limit of {mib(service.max_upload_bytes)} "
             "(service setting max_upload_bytes)",
             status=413,
         )
-    return decode_image(data, max_pixels=service.max_image_pixels, min_side=service.min_image_side)
+    try:
+        return decode_image(data, max_pixels=service.max_image_pixels, min_side=service.min_image_side)
+    except InputError as error:
+        raise as_field_error(error, field) from None
 
 
 def parse_form_seed(text: object) -> int:
-    """A multipart form's ``seed`` field: a decimal integer in [0, 2**32 - 1]."""
-    if not isinstance(text, str) or not text.strip().isdigit() or int(text) > MAX_SEED:
+    """A multipart form's ``seed`` field: decimal ASCII digits, an integer in [0, 2**32 - 1]."""
+    if not isinstance(text, str) or not text.isascii() or not text.isdigit() or int(text) > MAX_SEED:
         raise InputError("seed", f"expected an integer in [0, {MAX_SEED}], got {text!r}")
     return int(text)
+
+
+def check_form_fields(names: Iterable[str], allowed: tuple[str, ...]) -> None:
+    """Refuse a form field the protocol does not have (422 naming it), as extra JSON fields are."""
+    for name in names:
+        if name not in allowed:
+            raise InputError(name, f"is not a field of this form; expected only {list(allowed)}")
 
 
 def job_from_request(req: GenerateRequest, defaults: JobDefaults, service: ServiceConfig) -> Job:
     """Validate a ``POST /generate`` (or ``/jobs``) JSON request against the preset and limits."""
     steps, width, height = check_text_settings(defaults.text, req.steps, req.width, req.height)
-    mesh = mesh_options(req, defaults.mesh)
+    flow = flow_options(req, defaults.shape)
+    mesh = mesh_options(req, defaults.mesh, defaults.limits)
     prompt = image = None
     if req.prompt is not None:
         prompt = check_prompt(req.prompt, defaults.text.max_prompt_chars)
     else:
         image = decode_base64_upload(req.image or "", service)
-    return Job(prompt, image, req.seed, steps, width, height, req.format, req.up, mesh)
+    return Job(prompt, image, req.seed, steps, width, height, req.format, req.up, mesh, flow)
 
 
 def splat_job(prompt: str | None, image: np.ndarray | None, seed: int, up: UpAxis, text: TextToImageConfig) -> Job:
@@ -259,13 +360,13 @@ def splat_job(prompt: str | None, image: np.ndarray | None, seed: int, up: UpAxi
 def job_from_form_prompt(prompt: str, defaults: JobDefaults, service: ServiceConfig) -> Job:
     """three-gen's ``POST /generate/``: form ``prompt`` (text or base64 image) -> +Y splat."""
     if looks_like_base64_image(prompt):
-        return splat_job(None, decode_base64_upload(prompt, service), 0, "+y", defaults.text)
+        return splat_job(None, decode_base64_upload(prompt, service, "prompt"), 0, "+y", defaults.text)
     return splat_job(check_prompt(prompt, defaults.text.max_prompt_chars), None, 0, "+y", defaults.text)
 
 
 def job_from_image_file(data: bytes, seed: int, defaults: JobDefaults, service: ServiceConfig) -> Job:
     """404-gen's multipart ``POST /generate``: ``prompt_image_file`` + ``seed`` -> -Y splat."""
-    return splat_job(None, decode_upload(data, service), seed, "-y", defaults.text)
+    return splat_job(None, decode_upload(data, service, "prompt_image_file"), seed, "-y", defaults.text)
 
 
 def server_timing(timings: dict[str, float]) -> str:

@@ -2,32 +2,33 @@
 
 ``gen3d generate "a red chair" -o chair.glb`` posts to ``/generate``, writes the file and prints
 the per-stage ``Server-Timing``. ``gen3d serve [CONFIG]`` runs the pre-flight, then hands over to
-``serve run`` (Ray is never imported here). ``gen3d health`` asks ``/health``.
+``serve run`` (Ray is never imported here). ``gen3d health`` asks ``/health``. Both ``generate``
+and ``health`` speak HTTP through ``gen3d.client.Client``.
 """
 
 import argparse
 import base64
-import email.utils
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import get_args
 
 import httpx
+from pydantic import ValidationError
 
-ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_URL = "http://127.0.0.1:8093"
-DEFAULT_CONFIG = "serve_config.yaml"
-#: 503s retried before giving up, and the longest single wait (a larger Retry-After is capped).
-DEFAULT_RETRIES = 5
-MAX_RETRY_WAIT_S = 30.0
-#: Wait when a 503 carries no usable Retry-After.
-FALLBACK_RETRY_WAIT_S = 2.0
+from gen3d.client import DEFAULT_RETRIES, DEFAULT_URL, ApiError, Client
+from gen3d.resources import (
+    DEFAULT_SERVE_CONFIG,
+    serve_config_path,
+    shipped_serve_configs,
+)
+from gen3d.service.api import MESH_FIELDS, GenerateRequest, first_validation_error
+
 SERVE_HINT = "start one with: gen3d serve (CPU demo: gen3d serve configs/serve_tiny.yaml)"
 AUTH_HINT = (
     "In another shell, `export RAY_AUTH_MODE=token` makes `serve status` and `ray status` send the "
@@ -116,72 +117,41 @@ def default_output(media_type: str) -> Path:
     return Path("asset.bin")
 
 
-def request_body(args: argparse.Namespace, choice: OutputChoice) -> dict[str, object]:
-    """The ``POST /generate`` JSON body; fields the user left out take the service's defaults."""
-    from gen3d.service.api import MESH_FIELDS
+def generate_request(args: argparse.Namespace, choice: OutputChoice) -> GenerateRequest:
+    """The ``POST /generate`` body; fields the user left out take the service's defaults (unsent).
 
-    body: dict[str, object] = {"format": choice.format, "seed": args.seed}
+    Raises:
+        InputError: a field the request model refuses (named), before anything is sent.
+    """
+    fields: dict[str, object] = {"format": choice.format, "seed": args.seed}
     for name in ("steps", "up", *MESH_FIELDS):
         value = choice.texture if name == "texture" else getattr(args, name)
         if value is not None:
-            body[name] = value
+            fields[name] = value
     if args.image is not None:
-        body["image"] = base64.b64encode(args.image.read_bytes()).decode("ascii")
+        fields["image"] = base64.b64encode(args.image.read_bytes()).decode("ascii")
     else:
-        body["prompt"] = args.prompt
-    return body
-
-
-def retry_after_s(header: str | None, now: datetime | None = None) -> float:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date), capped.
-
-    Returns:
-        A wait in [0, MAX_RETRY_WAIT_S]; ``FALLBACK_RETRY_WAIT_S`` when the header is absent or unreadable.
-    """
-    if not header:
-        return FALLBACK_RETRY_WAIT_S
+        fields["prompt"] = args.prompt
     try:
-        seconds = float(header)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(header)
-        except (TypeError, ValueError):
-            return FALLBACK_RETRY_WAIT_S
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return min(max(seconds, 0.0), MAX_RETRY_WAIT_S)
+        return GenerateRequest(**fields)
+    except ValidationError as err:
+        raise first_validation_error(err) from None
 
 
-def post_with_retries(
-    client: httpx.Client, body: dict[str, object], retries: int, sleep: Callable[[float], None]
-) -> httpx.Response:
-    """``POST /generate``, retrying a 503 (full or starting) up to ``retries`` times after its Retry-After."""
-    attempt = 0
-    while True:
-        response = client.post("/generate", json=body)
-        if response.status_code != 503 or attempt == retries:
-            return response
-        attempt += 1
-        wait = retry_after_s(response.headers.get("retry-after"))
+def client_for(args: argparse.Namespace, sleep: Callable[[float], None]) -> Client:
+    """A ``Client`` for the command's ``--url`` (and key, time-out and retries), telling each 503 retry."""
+
+    def tell(attempt: int, retries: int, wait: float) -> None:
         _err(f"service busy or starting (503); retry {attempt} of {retries} in {wait:g} s")
-        sleep(wait)
+
+    # `health` has no key, time-out or retries of its own: it polls on its own schedule.
+    api_key, timeout, retries = getattr(args, "api_key", None), getattr(args, "timeout", 10.0), getattr(args, "retries", 0)
+    return Client(args.url, api_key, timeout, retries, sleep, tell)
 
 
-def describe_error(response: httpx.Response) -> str:
-    """``error 422 (field prompt): ...`` from the service's JSON error, else the raw text."""
-    try:
-        payload = response.json()
-    except ValueError:
-        return f"error {response.status_code}: {response.text[:500]}"
-    field = f" (field {payload['field']})" if isinstance(payload, dict) and payload.get("field") else ""
-    message = payload.get("error", payload) if isinstance(payload, dict) else payload
-    return f"error {response.status_code}{field}: {message}"
-
-
-def print_timings(header: str) -> None:
-    """One line per stage of the service's ``Server-Timing`` header, in seconds."""
-    from gen3d.service.api import parse_server_timing
-
-    for stage, seconds in parse_server_timing(header).items():
+def print_timings(timings: dict[str, float]) -> None:
+    """One line per stage of the service's ``Server-Timing``, in seconds."""
+    for stage, seconds in timings.items():
         print(f"  {stage:<14} {seconds:8.3f} s")
 
 
@@ -189,27 +159,27 @@ def cmd_generate(args: argparse.Namespace, sleep: Callable[[float], None]) -> in
     """``gen3d generate``: one asset from a prompt or an image."""
     try:
         choice = choose_output(args.output, args.format, args.texture)
+        request = generate_request(args, choice)
     except ValueError as err:
         _err(f"gen3d generate: {err}")
         return 2
     if choice.note:
         _err(choice.note)
-    headers = {"X-API-Key": args.api_key} if args.api_key else {}
     start = time.perf_counter()
     try:
-        with httpx.Client(base_url=args.url, headers=headers, timeout=args.timeout) as client:
-            response = post_with_retries(client, request_body(args, choice), args.retries, sleep)
+        with client_for(args, sleep) as client:
+            asset = client.generate(request)
     except httpx.TransportError as err:
         _err(f"cannot reach a gen3d service at {args.url} ({err}); {SERVE_HINT}")
         return 1
-    elapsed = time.perf_counter() - start
-    if response.status_code != 200:
-        _err(describe_error(response))
+    except ApiError as err:
+        _err(str(err))
         return 1
-    output = args.output or default_output(response.headers.get("content-type", ""))
-    output.write_bytes(response.content)
-    print(f"wrote {output} ({len(response.content):,} bytes, {choice.format}) in {elapsed:.3f} s")
-    print_timings(response.headers.get("server-timing", ""))
+    elapsed = time.perf_counter() - start
+    output = args.output or default_output(asset.media_type)
+    output.write_bytes(asset.data)
+    print(f"wrote {output} ({len(asset.data):,} bytes, {choice.format}) in {elapsed:.3f} s")
+    print_timings(asset.timings)
     return 0
 
 
@@ -218,22 +188,17 @@ def cmd_generate(args: argparse.Namespace, sleep: Callable[[float], None]) -> in
 
 def cmd_health(args: argparse.Namespace, sleep: Callable[[float], None]) -> int:
     """``gen3d health``: 0 once ``/health`` answers 200 (within ``--wait`` seconds), else 1."""
-    deadline = time.monotonic() + args.wait
-    while True:
-        try:
-            response = httpx.get(f"{args.url}/health", timeout=10.0)
-        except httpx.TransportError as err:
-            status, detail, wait = None, f"cannot reach {args.url} ({err}); {SERVE_HINT}", FALLBACK_RETRY_WAIT_S
-        else:
-            status, detail = response.status_code, response.text.strip()
-            wait = retry_after_s(response.headers.get("retry-after"))
-        if status == 200:
-            print(f"ready: {detail}")
-            return 0
-        if time.monotonic() + wait > deadline:
-            _err(f"not ready ({status or 'no answer'}): {detail}")
-            return 1
-        sleep(wait)
+    try:
+        with client_for(args, sleep) as client:
+            health = client.wait_until_ready(args.wait)
+    except ApiError as err:
+        _err(f"not ready ({err.status}): {err}")
+        return 1
+    except httpx.TransportError as err:
+        _err(f"not ready (no answer): cannot reach {args.url} ({err}); {SERVE_HINT}")
+        return 1
+    print(f"ready: {json.dumps(health.model_dump())}")
+    return 0
 
 
 def serve_command(config: Path) -> list[str]:
@@ -251,8 +216,9 @@ def ray_env(environ: dict[str, str]) -> dict[str, str]:
 
 
 def run_precompile(config: Path) -> int:
-    """``scripts/precompile.py`` for ``config``'s preset: fills its compile cache on first use."""
-    return subprocess.run([sys.executable, "-m", "scripts.precompile", "--serve-config", str(config)], cwd=ROOT).returncode
+    """``gen3d.service.precompile`` for ``config``'s preset: fills its compile cache on first use."""
+    command = [sys.executable, "-m", "gen3d.service.precompile", "--serve-config", str(config)]
+    return subprocess.run(command, check=False).returncode
 
 
 def cmd_serve(
@@ -260,23 +226,25 @@ def cmd_serve(
     execute: Callable[[str, list[str], dict[str, str]], None] = os.execve,
     precompile: Callable[[Path], int] = run_precompile,
 ) -> int:
-    """``gen3d serve``: pre-flight, then replace this process by the launcher in the checkout.
+    """``gen3d serve``: pre-flight, then replace this process by the launcher.
 
-    The launcher (``gen3d.service.launcher``) runs ``serve run`` and, on Ctrl-C or SIGTERM, drains the
-    requests in flight before it stops Serve. A preset that compiles FLUX is precompiled first
-    (a no-op once its compile cache holds this machine's artifacts).
+    CONFIG is a file, or the name of one gen3d ships (``configs/serve_tiny.yaml`` works from any
+    directory). The launcher (``gen3d.service.launcher``) runs ``serve run`` and, on Ctrl-C or
+    SIGTERM, drains the requests in flight before it stops Serve. A preset that compiles FLUX is
+    precompiled first (a no-op once its compile cache holds this machine's artifacts). ``--host``,
+    ``--port`` and ``GEN3D_API_KEY`` make a private copy of the config (``gen3d.service.binding``).
 
     Returns:
         2 when the pre-flight fails (``execute`` never returns otherwise).
     """
+    from gen3d.service.binding import effective_config
     from gen3d.service.preflight import PreflightError, check_serve_config, preset_of
 
-    config = Path(args.config).expanduser().resolve()
+    config = serve_config_path(args.config)
     try:
         notes = check_serve_config(config)
+        config = effective_config(config, args.host, args.port, args.allow_no_api_key, dict(os.environ))
         compiles = preset_of(config)[1].text_to_image.compile
-        if not (ROOT / "graph.py").is_file():
-            raise PreflightError(f"gen3d serve runs from a source checkout (graph.py), and {ROOT} has none")
     except PreflightError as err:
         _err(f"gen3d serve: {err}")
         return 2
@@ -285,10 +253,8 @@ def cmd_serve(
     print(AUTH_HINT)
     sys.stdout.flush()
     if compiles and precompile(config) != 0:
-        _err("gen3d serve: scripts/precompile.py failed (its output is above)")
+        _err("gen3d serve: precompiling FLUX failed (its output is above)")
         return 2
-    # Serve imports graph:build_app from its working directory: the checkout.
-    os.chdir(ROOT)
     command = serve_command(config)
     execute(command[0], command, ray_env(dict(os.environ)))
     return 0
@@ -322,7 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--retries", type=int, default=DEFAULT_RETRIES, help="503 answers to retry")
 
     serve = commands.add_parser("serve", help="check this machine can run CONFIG, then `serve run` it")
-    serve.add_argument("config", nargs="?", default=str(ROOT / DEFAULT_CONFIG), help=f"serve config (default {DEFAULT_CONFIG})")
+    serve.add_argument(
+        "config", nargs="?", default=DEFAULT_SERVE_CONFIG,
+        help=f"serve config: a file, or one gen3d ships ({', '.join(shipped_serve_configs())}); default {DEFAULT_SERVE_CONFIG}",
+    )
+    serve.add_argument("--host", help="listen here instead (0.0.0.0: every interface, which needs GEN3D_API_KEY)")
+    serve.add_argument("--port", type=int, help="listen on this port instead")
+    serve.add_argument("--allow-no-api-key", action="store_true",
+                       help="listen beyond this machine without an API key (a firewall or proxy guards the port)")
 
     health = commands.add_parser("health", help="ask a service whether it is ready")
     health.add_argument("--url", default=DEFAULT_URL)

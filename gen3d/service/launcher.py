@@ -1,5 +1,8 @@
 """Run ``serve run CONFIG`` and stop it gracefully: drain first, then shut Serve down.
 
+When the config's ``args.mps`` asks, it first starts a CUDA MPS control daemon for the stage
+processes (``gen3d.service.mps``), hands its pipe folder to ``serve run`` and quits it on exit.
+
 Serve's own shutdown (Ctrl-C on ``serve run``) kills its HTTP proxy at once, cutting every
 open connection. So this launcher keeps ``serve run`` in a session of its own and takes
 SIGINT and SIGTERM itself: it asks the ingress to drain (new requests get 503, work in flight
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import httpx
 import yaml
+
+from gen3d.service.mps import MpsDaemon, MpsUnavailable, mps_mode, start_mps
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +78,48 @@ def stop(child: subprocess.Popen) -> int:
         return child.wait()
 
 
+def start_mps_for(config_path: Path) -> MpsDaemon | None:
+    """The MPS daemon that the config's ``args.mps`` asks for, for its CUDA stages (None: none).
+
+    Raises:
+        MpsUnavailable: ``mps: on`` and MPS cannot run here.
+        ValueError: the config is unreadable or its ``mps`` is not auto, on or off.
+    """
+    from gen3d.service.preflight import PreflightError, builder_args, cuda_stages, preset_of
+
+    try:
+        mode = mps_mode(builder_args(config_path))
+        uses_cuda = bool(cuda_stages(preset_of(config_path)[1])) if mode != "off" else False
+    except PreflightError as err:
+        raise ValueError(str(err)) from None
+    return start_mps(mode, uses_cuda, os.environ)
+
+
 def run(config_path: Path, serve_command: list[str]) -> int:
-    """Start Serve on ``config_path``; on SIGINT/SIGTERM drain, then stop it. Returns its exit code."""
+    """Start Serve on ``config_path`` (with MPS if it asks); on SIGINT/SIGTERM drain, then stop it.
+
+    Returns:
+        ``serve run``'s exit code, 0 after a graceful stop, or 2 when MPS was required and failed.
+    """
+    try:
+        daemon = start_mps_for(config_path)
+    except (MpsUnavailable, ValueError) as err:
+        print(f"gen3d: {err}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        return serve(config_path, serve_command, daemon.client_env if daemon is not None else {})
+    finally:
+        if daemon is not None:
+            daemon.stop(os.environ)
+
+
+def serve(config_path: Path, serve_command: list[str], extra_env: dict[str, str]) -> int:
+    """``serve run`` with ``extra_env``, stopped gracefully on SIGINT/SIGTERM. Returns its exit code."""
     # A token from the environment lets operators' tools (and the tests) read the drain status too.
     token = os.environ.get(ADMIN_TOKEN_ENV) or secrets.token_urlsafe(24)
     child = subprocess.Popen(
         [*serve_command, "run", str(config_path)],
-        env={**os.environ, ADMIN_TOKEN_ENV: token},
+        env={**os.environ, **extra_env, ADMIN_TOKEN_ENV: token},
         start_new_session=True,  # the terminal's Ctrl-C reaches the launcher only
         # Started in the background (nohup, `&`), the launcher inherits SIGINT ignored; `serve run`
         # must take it again, or the launcher's stop could not interrupt it.
@@ -104,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m gen3d.service.launcher CONFIG", file=sys.stderr)
         return 2
+    logging.basicConfig(level=logging.INFO, format="gen3d: %(message)s")  # the MPS lines
     return run(Path(args[0]), [sys.executable, "-m", "ray.serve.scripts"])
 
 

@@ -3,7 +3,7 @@
 ``gen3d serve`` and ``scripts/serve.sh`` call ``check_serve_config`` so that a config this machine
 cannot run stops at once with one message, instead of Serve keeping GPU replicas pending forever
 or a replica failing minutes into a download. The decision comes from the devices and modes the
-config's preset asks for, never from the config's file name. ``graph.build_app`` calls
+config's preset asks for, never from the config's file name. ``deployments.graph.build_app`` calls
 ``check_devices`` with the Ray cluster's GPU count, for ``serve run`` started by hand.
 """
 
@@ -26,9 +26,11 @@ logger = logging.getLogger(__name__)
 DEMO_CONFIG = "configs/serve_tiny.yaml"
 DEMO_COMMAND = f"gen3d serve {DEMO_CONFIG} (or: serve run {DEMO_CONFIG})"
 DEMO_HINT = f"For a CPU demo with tiny random-weight models (not real assets) run: {DEMO_COMMAND}"
-#: The builder every gen3d serve config imports.
-BUILDER = "graph:build_app"
-#: ``GraphArgs.preset``'s default in graph.py, for a serve config whose args name no preset.
+#: The builder every gen3d serve config imports (installed with the package).
+BUILDER = "deployments.graph:build_app"
+#: Import paths of the gen3d application: the builder, or a checkout's top-level ``graph.py`` entry.
+BUILDERS = (BUILDER, "graph:build_app")
+#: ``GraphArgs.preset``'s default in deployments/graph.py, for a serve config whose args name no preset.
 DEFAULT_PRESET = "fast"
 #: Approximate download sizes of the default weights, in GB (the Hub's file sizes).
 DOWNLOAD_GB = {
@@ -70,7 +72,7 @@ class Download:
 
 
 def builder_args(config_path: Path) -> dict[str, Any]:
-    """The ``args`` of the config's ``graph:build_app`` application.
+    """The ``args`` of the config's gen3d application.
 
     Raises:
         PreflightError: as ``gen3d_application``.
@@ -79,7 +81,7 @@ def builder_args(config_path: Path) -> dict[str, Any]:
 
 
 def gen3d_application(config_path: Path) -> dict[str, Any]:
-    """The config's ``graph:build_app`` application, as written.
+    """The config's gen3d application (import path in ``BUILDERS``), as written.
 
     Raises:
         PreflightError: the file is missing, is a model preset, or has no gen3d application.
@@ -93,7 +95,7 @@ def gen3d_application(config_path: Path) -> dict[str, Any]:
             f"configs/tiny.yaml are named by a serve config's args.preset. Serve configs: serve_config.yaml, {DEMO_CONFIG}"
         )
     for app in raw["applications"] or []:
-        if app.get("import_path") == BUILDER:
+        if app.get("import_path") in BUILDERS:
             return app
     raise PreflightError(f"{config_path}: no application with import_path {BUILDER}")
 
@@ -199,11 +201,16 @@ def _missing_component_files(snapshot: Path, model_index: dict[str, Any]) -> lis
     return missing
 
 
+def revision_flag(revision: str | None) -> str:
+    """`` --revision REV`` for an ``hf download`` command when the preset pins one."""
+    return f" --revision {revision}" if revision else ""
+
+
 def missing_flux(repo: str, revision: str | None) -> Download | None:
     """FLUX.1-schnell's diffusers files, unless a local folder or the HF cache holds them all."""
     if Path(repo).expanduser().is_dir():
         return None
-    command = f'hf download {repo} --include "model_index.json" --include "*/*"'
+    command = f'hf download {repo}{revision_flag(revision)} --include "model_index.json" --include "*/*"'
     if repo in GATED:
         command = f"hf auth login (after accepting the terms on its Hub page), then {command}"
     download = Download("text_to_image", repo, command, _hub_endpoint(), DOWNLOAD_GB.get(repo))
@@ -227,7 +234,7 @@ def missing_triposr(repo: str, revision: str | None) -> Download | None:
     missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if _hub_file(repo, name, revision) is None]
     if not missing:
         return None
-    command = f"hf download {repo} {' '.join(missing)}"
+    command = f"hf download {repo}{revision_flag(revision)} {' '.join(missing)}"
     return Download("image_to_3d", f"{repo} ({', '.join(missing)})", command, _hub_endpoint(), DOWNLOAD_GB.get(repo))
 
 

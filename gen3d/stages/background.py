@@ -1,4 +1,4 @@
-"""Stage ``background``: rembg background removal with a named session, then TripoSR preprocessing.
+"""Stage ``background``: rembg background removal with a named session, then the 3D model's preprocessing.
 
 The rembg session is always created by name (rembg's implicit default model is non-commercial);
 its class decides the model's pre- and post-processing. The mode decides the weights:
@@ -41,6 +41,7 @@ from gen3d.models.segmentation.tiny_onnx import (
     write_tiny_segmentation_model,
 )
 from gen3d.models.segmentation.u2net_onnx import ARCHITECTURES, ensure_random_model
+from gen3d.parts.checkpoints import check_sha256
 from gen3d.results import PreparedImage
 
 logger = logging.getLogger(__name__)
@@ -141,13 +142,16 @@ def model_file(cfg: BackgroundConfig, cls: type[BaseSession]) -> Path:
 
     Raises:
         ValueError: a mode/session pair without a model (random needs a full-size architecture,
-            tiny runs ``u2net_custom``).
+            tiny runs ``u2net_custom``); ``CheckpointError`` when the file's sha256 is not the pinned one.
         WeightsUnavailableError: real weights neither cached nor downloadable.
     """
     if cfg.session == CUSTOM_SESSION and cfg.mode != "random":
         return custom_model_path(cfg)
     if cfg.mode == "real":
-        return ensure_weights(cls, cfg.session)
+        path = ensure_weights(cls, cfg.session)
+        # rembg checks an md5 only on download; the pin also covers a file copied in by hand.
+        check_sha256(path, cfg.sha256)
+        return path
     if cfg.mode == "random" and cfg.session in ARCHITECTURES:
         logger.warning("background: mode random runs %s at full size with random weights", cfg.session)
         directory = Path(BaseSession.rembg_home()) / "models" / RANDOM_MODEL_DIR
@@ -200,7 +204,7 @@ def build_predictor(cfg: BackgroundConfig) -> MaskPredictor:
 
 
 class BackgroundRemoval:
-    """Stage ``background``: cut the object out (unless already transparent) and prepare it for TripoSR.
+    """Stage ``background``: cut the object out (unless already transparent) and prepare it for the 3D model.
 
     Args:
         cfg: stage configuration.
@@ -255,7 +259,7 @@ class BackgroundRemoval:
         return np.dstack([rgb, mask])
 
     def process(self, image: np.ndarray, keep_cutout: bool = False) -> PreparedImage:
-        """Remove the background if needed and build TripoSR's conditioning image.
+        """Remove the background if needed and build the 3D model's conditioning image.
 
         Args:
             image: uint8 (H, W, 3) RGB or (H, W, 4) RGBA. RGBA with any alpha below 255 is taken
@@ -273,7 +277,7 @@ class BackgroundRemoval:
         removed = not has_transparency(image)
         rgba = self.remove_background(image[:, :, :3]) if removed else image
         self._check_foreground(rgba[:, :, 3], removed)
-        prepared = prepare_conditioning_image(rgba, self.cfg.size, self.cfg.foreground_ratio)
+        prepared = prepare_conditioning_image(rgba, self.cfg.size, self.cfg.foreground_ratio, self.cfg.backdrop)
         cutout = prepare_cutout(rgba, self.cfg.size, self.cfg.foreground_ratio) if keep_cutout else None
         return PreparedImage(image=prepared, removed_background=removed, cutout=cutout)
 

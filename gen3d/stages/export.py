@@ -80,13 +80,13 @@ class Exporter:
         return cls(cfg)
 
     def remesh(self, asset: Asset3D, mesh: MeshOptions) -> Remeshed:
-        """Decimate and clean ``asset.mesh`` for a texture bake of ``asset.scene_code``.
+        """Decimate and clean ``asset.mesh`` for a texture bake from ``asset.color_field``.
 
         The unwrap is left to the bake, on the GPU: it took more CPU time than the decimation.
         """
-        if asset.scene_code is None:
-            raise ValueError("remesh: the asset carries no scene code (image_to_3d was not asked to keep it)")
-        return Remeshed(surface(asset.mesh, mesh.faces), mesh.texture_size, asset.scene_code)
+        if asset.color_field is None:
+            raise ValueError("remesh: the asset carries no colour field (image_to_3d was not asked to keep it)")
+        return Remeshed(surface(asset.mesh, mesh.faces), mesh.texture_size, asset.color_field)
 
     def export(
         self, asset: Asset3D | MeshAsset | TexturedMesh, fmt: OutputFormat, up: UpAxis, mesh: MeshOptions | None

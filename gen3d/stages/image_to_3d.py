@@ -1,150 +1,48 @@
-"""``image_to_3d`` stage: prepared image -> TripoSR scene code -> mesh (+ surface gaussians), and
-the texture bake that needs the scene code on the GPU.
+"""``image_to_3d`` stage: prepared image -> 3D asset, with the model the preset names.
 
-In the random-weight modes (``tiny``, ``random``) the weights are random, so a surface is
-planted in the field (``gen3d.models.triposr.planted``). The matrices keep their sizes and the FLOPs stay
-the real ones. Meshes are then closed, object-like surfaces, so the timings of marching and
-export are representative and the tests get valid files. Such outputs are demos and are
-labelled as such.
+``build_image_to_3d`` builds TripoSR (``image_to_3d_triposr.py``, fast, a triplane field) or
+TRELLIS-image-large (``image_to_3d_trellis.py``, the field's quality model). Both answer the same
+calls (``image_to_3d_base.py``): ``generate`` (mesh, gaussians for a splat, the colour field a
+later bake needs) and ``bake`` (unwrap a decimated mesh and bake its texture on the stage's device).
 """
-
-import logging
-from dataclasses import dataclass
-
-import numpy as np
-import torch
 
 from gen3d.config import ImageTo3DConfig
 from gen3d.devices import TORCH_DTYPES, cap_memory_gib, resolve_device
-from gen3d.errors import StageOutputError
-from gen3d.formats import Product
-from gen3d.mesh.prepare import texture
-from gen3d.models.triposr import TripoSR, TripoSRConfig
-from gen3d.models.triposr.planted import plant_sphere_in_weights
-from gen3d.models.triposr.planted_demo import plant_demo_in_weights
-from gen3d.results import Asset3D, Remeshed, TexturedMesh
-from gen3d.splat.from_mesh import gaussians_from_samples, sample_surface
+from gen3d.stages.image_to_3d_base import (
+    FlowOptions,
+    ImageTo3D,
+    ShapeRequest,
+    image_tensor,
+    warm_up_image,
+)
+from gen3d.stages.image_to_3d_trellis import TrellisImageTo3DStage
+from gen3d.stages.image_to_3d_triposr import TripoSRImageTo3D
 
-logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ShapeRequest:
-    """What one request needs from the stage.
-
-    Attributes:
-        product: ``mesh``, or ``gaussians`` sampled on the mesh (a splat).
-        resolution: marching-cubes grid points per axis.
-        keep_scene_code: hand the scene code on for a later ``bake``.
-        seed: seed of the surface sampling (splats).
-    """
-
-    product: Product
-    resolution: int
-    keep_scene_code: bool = False
-    seed: int = 0
+#: ``image_to_3d.model`` -> its stage class. An explicit table, not classes registering themselves
+#: on import: a Serve replica unpickles only the modules its deployment's code names, so a
+#: registry filled by import side effects can be empty there.
+MODELS: dict[str, type[ImageTo3D]] = {"triposr": TripoSRImageTo3D, "trellis": TrellisImageTo3DStage}
 
 
-def warm_up_image(size: int) -> np.ndarray:
-    """(size, size, 3) uint8: a red-brown disc centred on TripoSR's grey 0.5 backdrop."""
-    rows, cols = np.mgrid[:size, :size]
-    image = np.full((size, size, 3), 127, np.uint8)
-    image[(rows - size / 2) ** 2 + (cols - size / 2) ** 2 < (size / 3) ** 2] = (200, 60, 40)
-    return image
+def build_image_to_3d(cfg: ImageTo3DConfig) -> ImageTo3D:
+    """Build the model ``cfg.model`` names, on ``cfg.device`` in ``cfg.precision``."""
+    if cfg.precision not in TORCH_DTYPES:
+        raise ValueError(f"image_to_3d.precision: expected one of {sorted(TORCH_DTYPES)}, got {cfg.precision!r}")
+    if cfg.model not in MODELS:
+        raise ValueError(f"image_to_3d.model: expected one of {sorted(MODELS)}, got {cfg.model!r}")
+    device = resolve_device(cfg.device)
+    cap_memory_gib(device, cfg.gpu_memory_gib)
+    return MODELS[cfg.model].build(cfg, TORCH_DTYPES[cfg.precision], device)
 
 
-class ImageTo3D:
-    """TripoSR on one device: conditioning image -> ``Asset3D``; UV mesh -> baked texture.
-
-    Args:
-        model: a TripoSR in eval mode on ``device``.
-        cfg: the stage config.
-        device: where the model lives.
-    """
-
-    def __init__(self, model: TripoSR, cfg: ImageTo3DConfig, device: torch.device) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.device = device
-
-    @classmethod
-    def from_config(cls, cfg: ImageTo3DConfig) -> "ImageTo3D":
-        """Load (``real``) or build (``tiny``/``random``, with the planted demo surface) the model."""
-        if cfg.precision not in TORCH_DTYPES:
-            raise ValueError(f"image_to_3d.precision: expected one of {sorted(TORCH_DTYPES)}, got {cfg.precision!r}")
-        dtype = TORCH_DTYPES[cfg.precision]
-        device = resolve_device(cfg.device)
-        cap_memory_gib(device, cfg.gpu_memory_gib)
-        if cfg.mode == "real":
-            model = TripoSR.from_pretrained(cfg.repo, revision=cfg.revision, sha256=cfg.sha256, dtype=dtype, device=device)
-        else:
-            arch = TripoSRConfig.tiny() if cfg.mode == "tiny" else TripoSRConfig.official()
-            torch.manual_seed(0)
-            model = TripoSR.from_config(arch, dtype=dtype, device=device)
-            if cfg.mode == "tiny":
-                plant_demo_in_weights(model)  # lifts the input's silhouette and colours: demos differ by input
-            else:
-                plant_sphere_in_weights(model)  # full size, for timing: the same sphere whatever the input
-            logger.warning("image_to_3d: %s TripoSR with random weights and a planted field (demo output)", cfg.mode)
-        logger.info("image_to_3d: %s TripoSR (%s) on %s", cfg.mode, cfg.precision, device)
-        return cls(model.eval(), cfg, device)
-
-    @property
-    def cond_size(self) -> int:
-        return self.model.cfg.cond_image_size
-
-    def _image_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """(S, S, 3) uint8 -> (1, S, S, 3) float in [0, 1] on the device; the model resizes."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image: expected (H, W, 3) uint8 from the background stage, got {image.shape} {image.dtype}")
-        # A copy: arrays that arrive through Ray are read-only, which torch.from_numpy warns about.
-        return torch.tensor(image, device=self.device).float().div_(255.0)[None]
-
-    @torch.inference_mode()
-    def generate(self, image: np.ndarray, request: ShapeRequest) -> Asset3D:
-        """Lift one prepared image to 3D.
-
-        Args:
-            image: (S, S, 3) uint8, as the ``background`` stage prepares it.
-            request: what to produce (mesh resolution, gaussians, the scene code for a bake).
-
-        Returns:
-            ``Asset3D`` with the mesh in TripoSR's frame (z up), plus gaussians or the scene code
-            as requested.
-        """
-        scene_code = self.model(self._image_tensor(image))
-        mesh = self.model.extract_mesh(
-            scene_code, resolution=request.resolution, threshold=self.cfg.mc_threshold, chunk=self.cfg.query_chunk
-        )
-        gaussians = None
-        if request.product == "gaussians":
-            samples = sample_surface(mesh, self.cfg.splat_count, seed=request.seed)
-            points = torch.from_numpy(samples.points).to(self.device)
-            colors = self.model.query(scene_code, points, chunk=self.cfg.query_chunk)["color"].cpu().numpy()
-            if not np.isfinite(colors).all():
-                raise StageOutputError("colour field is not finite at the surface")
-            gaussians = gaussians_from_samples(samples, colors=colors, seed=request.seed)
-        kept = scene_code[0].to(torch.float16).cpu().numpy() if request.keep_scene_code else None
-        return Asset3D(mesh, gaussians, kept)
-
-    @torch.inference_mode()
-    def bake(self, remeshed: Remeshed) -> TexturedMesh:
-        """Unwrap ``remeshed.mesh`` and bake the colour field of ``remeshed.scene_code`` into its atlas.
-
-        Both run on the stage's device. Each covered texel is coloured by querying the field at
-        its surface point, so the texture holds detail between vertices that vertex colours cannot.
-        """
-        code = torch.from_numpy(remeshed.scene_code).to(self.device)
-
-        def color_fn(points: torch.Tensor) -> torch.Tensor:
-            return self.model.query(code, points, chunk=self.cfg.query_chunk)["color"]
-
-        return texture(remeshed.mesh, color_fn, remeshed.texture_size, self.device)
-
-    def warmup(self) -> None:
-        """A full pass (mesh and splat) so the first request pays no allocation or kernel-selection cost.
-
-        The image holds an object (a disc on the grey backdrop): a plain grey image can give an
-        empty surface, and a replica would then fail to start.
-        """
-        self.generate(warm_up_image(self.cond_size), ShapeRequest("gaussians", self.cfg.mc_resolution))
+__all__ = [
+    "MODELS",
+    "FlowOptions",
+    "ImageTo3D",
+    "ShapeRequest",
+    "TrellisImageTo3DStage",
+    "TripoSRImageTo3D",
+    "build_image_to_3d",
+    "image_tensor",
+    "warm_up_image",
+]  # fmt: skip

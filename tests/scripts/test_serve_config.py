@@ -10,7 +10,7 @@ from ray.serve.schema import ServeDeploySchema
 from deployments._runtime import STAGE_OPTIONS
 from gen3d.config import load_preset
 from gen3d.service.api import ServiceConfig
-from gen3d.service.jobs import JobStoreConfig
+from gen3d.service.job_store import JobStoreConfig
 from graph import GraphArgs
 from scripts import serve_config
 from scripts.capacity import Workload, layout_from_config, place

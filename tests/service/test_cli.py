@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from gen3d import client
 from gen3d.service import cli
 from tests.conftest import FIXTURES, ROOT
 
@@ -202,7 +203,7 @@ def test_503_retries_are_bounded(
     out = tmp_path / "a.glb"
     argv = ["generate", "a cube", "-o", str(out), "--url", service.url, "--retries", "2"]
     assert run(argv, waits) == 1
-    assert waits == [cli.MAX_RETRY_WAIT_S] * 2
+    assert waits == [client.MAX_RETRY_WAIT_S] * 2
     assert len(service.bodies()) == 3
     assert not out.exists()
     assert "error 503" in capsys.readouterr().err
@@ -210,10 +211,10 @@ def test_503_retries_are_bounded(
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc)
-    assert cli.retry_after_s("4", now) == 4.0
-    assert cli.retry_after_s(format_datetime(now + timedelta(seconds=9), usegmt=True), now) == 9.0
-    assert cli.retry_after_s(format_datetime(now - timedelta(seconds=9), usegmt=True), now) == 0.0
-    assert cli.retry_after_s(None, now) == cli.retry_after_s("soon", now) == cli.FALLBACK_RETRY_WAIT_S
+    assert client.retry_after_s("4", now) == 4.0
+    assert client.retry_after_s(format_datetime(now + timedelta(seconds=9), usegmt=True), now) == 9.0
+    assert client.retry_after_s(format_datetime(now - timedelta(seconds=9), usegmt=True), now) == 0.0
+    assert client.retry_after_s(None, now) == client.retry_after_s("soon", now) == client.FALLBACK_RETRY_WAIT_S
 
 
 def test_a_field_error_is_printed_with_its_field(
@@ -253,7 +254,7 @@ def test_health_without_wait_reports_not_ready(
     assert "not ready (503)" in capsys.readouterr().err
 
 
-def test_serve_runs_the_launcher_in_the_checkout_after_the_preflight(
+def test_serve_runs_the_launcher_after_the_preflight(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     calls: list[tuple[str, list[str], dict[str, str]]] = []
@@ -269,9 +270,50 @@ def test_serve_runs_the_launcher_in_the_checkout_after_the_preflight(
     assert precompiled == []  # the tiny preset compiles nothing
     (path, argv, env), = calls
     assert argv[1:] == ["-m", "gen3d.service.launcher", str(config)]
-    assert Path.cwd() == ROOT
+    assert Path.cwd() == tmp_path  # Serve imports deployments.graph wherever gen3d is installed
     assert env["RAY_AUTH_MODE"] == "token"
     assert "RAY_AUTH_MODE=token" in capsys.readouterr().out
+
+
+def launched_config(monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str]) -> tuple[int, Path | None]:
+    """Run ``gen3d serve ARGV`` up to the launcher; its exit code and the config the launcher got."""
+    monkeypatch.delenv("GEN3D_API_KEY", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    launched: list[Path] = []
+
+    def execute(path: str, command: list[str], environ: dict[str, str]) -> None:
+        launched.append(Path(command[-1]))
+
+    code = cli.cmd_serve(cli.build_parser().parse_args(["serve", *argv]), execute=execute, precompile=lambda c: 0)
+    return code, (launched[0] if launched else None)
+
+
+def test_serve_finds_a_shipped_config_from_any_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("configs/serve_tiny.yaml", "serve_tiny.yaml", "serve_tiny"):
+        assert launched_config(monkeypatch, [name], {}) == (0, ROOT / "configs" / "serve_tiny.yaml")
+
+
+def test_serve_on_every_interface_needs_an_api_key_or_an_explicit_waiver(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr("gen3d.service.binding.PRIVATE_DIR", tmp_path / "private")
+    argv = ["configs/serve_tiny.yaml", "--host", "0.0.0.0", "--port", "8100"]
+    assert launched_config(monkeypatch, argv, {}) == (2, None)
+    err = capsys.readouterr().err
+    assert "0.0.0.0" in err and "GEN3D_API_KEY" in err and "--allow-no-api-key" in err
+    code, private = launched_config(monkeypatch, argv, {"GEN3D_API_KEY": "s3cret"})
+    assert code == 0 and private is not None and private.parent == tmp_path / "private"
+    assert private.stat().st_mode & 0o777 == 0o600  # it holds the key
+    written = yaml.safe_load(private.read_text())
+    assert written["http_options"]["host"] == "0.0.0.0" and written["http_options"]["port"] == 8100
+    ingress = next(d for d in written["applications"][0]["deployments"] if d["name"] == "Ingress")
+    assert ingress["user_config"]["api_key"] == "s3cret"
+    code, private = launched_config(monkeypatch, [*argv, "--allow-no-api-key"], {})
+    assert code == 0 and yaml.safe_load(private.read_text())["http_options"]["host"] == "0.0.0.0"
+    # On loopback no key is needed and the config runs as it is.
+    assert launched_config(monkeypatch, ["configs/serve_tiny.yaml"], {}) == (0, ROOT / "configs" / "serve_tiny.yaml")
 
 
 def test_serve_keeps_an_explicit_auth_mode() -> None:

@@ -41,12 +41,18 @@ def empty_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+#: The commits the fast preset pins, per repo.
+PINNED = {source["repo"]: source["revision"] for source in load_preset("fast").weights().values() if "repo" in source}
+
+
 def cache_file(root: Path, repo: str, filename: str, data: bytes = b"x") -> Path:
-    """Put ``filename`` into a Hugging Face cache layout under ``root`` (refs/main -> snapshot)."""
+    """Put ``filename`` into a Hugging Face cache layout under ``root``: the snapshot of the commit
+    the fast preset pins for ``repo``, which refs/main names too."""
+    commit = PINNED.get(repo, "0" * 40)
     repo_dir = root / "hf" / f"models--{repo.replace('/', '--')}"
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text("0" * 40)
-    path = repo_dir / "snapshots" / ("0" * 40) / filename
+    (repo_dir / "refs" / "main").write_text(commit)
+    path = repo_dir / "snapshots" / commit / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
@@ -122,9 +128,10 @@ def test_offline_without_weights_lists_each_missing_item_and_its_command(empty_c
     with pytest.raises(PreflightError) as failure:
         check_weights(preset, online=offline)
     message = str(failure.value)
-    assert 'hf download black-forest-labs/FLUX.1-schnell --include "model_index.json" --include "*/*"' in message
+    flux, triposr = preset.text_to_image, preset.image_to_3d
+    assert f'hf download {flux.repo} --revision {flux.revision} --include "model_index.json" --include "*/*"' in message
     assert "hf auth login" in message  # FLUX.1-schnell is gated on the Hub
-    assert "hf download stabilityai/TripoSR config.yaml model.ckpt" in message
+    assert f"hf download {triposr.repo} --revision {triposr.revision} config.yaml model.ckpt" in message
     session = preset.background.session
     assert f"rembg.new_session('{session}')" in message and str(empty_caches / "rembg") in message
     assert "gen3d serve configs/serve_tiny.yaml" in message

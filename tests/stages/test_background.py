@@ -5,6 +5,7 @@ downscaled to 256x256 to keep the repository small): ``teapot.png`` RGB with a g
 ``chair.png`` RGBA with a transparent background.
 """
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,16 +14,18 @@ import onnx
 import pytest
 import torch
 from pydantic import ValidationError
+from rembg.sessions.dis_general_use import DisSession
 from rembg.sessions.u2net import U2netSession
 from rembg.sessions.u2net_custom import U2netCustomSession
 
-from gen3d.config import BackgroundConfig
+from gen3d.config import BackgroundConfig, load_preset
 from gen3d.errors import InputError, WeightsUnavailableError
 from gen3d.imaging import decode_image, prepare_conditioning_image
 from gen3d.models.segmentation.mask_predictors import RembgPredictor
 from gen3d.models.segmentation.tiny_onnx import tiny_model_filename
 from gen3d.models.segmentation.u2net_onnx import random_model_filename
-from gen3d.stages.background import BackgroundRemoval, custom_model_path
+from gen3d.parts.checkpoints import CheckpointError
+from gen3d.stages.background import BackgroundRemoval, custom_model_path, model_file
 from tests.rembg_home import rembg_home_at
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -167,6 +170,18 @@ def test_real_custom_model_must_exist(rembg_home: Path) -> None:
     missing = rembg_home / "models" / "u2net_custom" / "missing.onnx"
     with pytest.raises(WeightsUnavailableError, match="missing.onnx"):
         BackgroundRemoval.from_config(BackgroundConfig(mode="real", session="u2net_custom", model_path=str(missing)))
+
+
+def test_a_pinned_sha256_is_checked_on_a_file_already_in_place(rembg_home: Path) -> None:
+    """rembg checks an md5 only when it downloads: a file copied in by hand meets the pin here."""
+    model = rembg_home / "models" / "isnet-general-use" / "isnet-general-use.onnx"
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_bytes(b"not the release asset")
+    cfg = BackgroundConfig(mode="real", session="isnet-general-use", device="cpu")
+    with pytest.raises(CheckpointError, match="sha256 of .*isnet-general-use.onnx: expected 6092"):
+        model_file(cfg.model_copy(update={"sha256": load_preset("fast").background.sha256}), DisSession)
+    pinned = cfg.model_copy(update={"sha256": hashlib.sha256(model.read_bytes()).hexdigest()})
+    assert model_file(pinned, DisSession) == model
 
 
 def test_unreachable_download_names_model_and_command(rembg_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

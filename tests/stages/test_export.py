@@ -95,7 +95,7 @@ def test_faces_target_decimates_and_the_glb_is_valid(exporter: Exporter, sphere:
 
 def test_remesh_then_textured_glb_and_obj_zip(exporter: Exporter, sphere: MeshAsset) -> None:
     uv = MeshOptions(**{**VERTEX.__dict__, "texture": "uv", "faces": 5000})
-    remeshed = exporter.remesh(Asset3D(sphere, scene_code=np.zeros((3, 2, 4, 4), np.float16)), uv)
+    remeshed = exporter.remesh(Asset3D(sphere, color_field=np.zeros((3, 2, 4, 4), np.float16)), uv)
     assert len(remeshed.mesh.faces) <= 5000 and remeshed.texture_size == 256
     uv_mesh = unwrap(remeshed.mesh, remeshed.texture_size)
     texture = np.full((256, 256, 3), 200, np.uint8)
@@ -108,8 +108,8 @@ def test_remesh_then_textured_glb_and_obj_zip(exporter: Exporter, sphere: MeshAs
     assert {"mesh.obj", "mesh.mtl"} <= names and any(name.startswith("texture.") for name in names)
 
 
-def test_remesh_needs_the_scene_code(exporter: Exporter, sphere: MeshAsset) -> None:
-    with pytest.raises(ValueError, match="scene code"):
+def test_remesh_needs_the_colour_field(exporter: Exporter, sphere: MeshAsset) -> None:
+    with pytest.raises(ValueError, match="colour field"):
         exporter.remesh(Asset3D(sphere), MeshOptions(**{**VERTEX.__dict__, "texture": "uv"}))
 
 

@@ -17,17 +17,17 @@ from gen3d.models.triposr.planted import (
     plant_sphere_in_weights,
 )
 from gen3d.results import Remeshed
-from gen3d.stages.image_to_3d import ImageTo3D, ShapeRequest, warm_up_image
+from gen3d.stages.image_to_3d import ImageTo3D, ShapeRequest, build_image_to_3d, warm_up_image
 
 
 @pytest.fixture(scope="module")
 def demo() -> ImageTo3D:
-    return ImageTo3D.from_config(load_preset("tiny").image_to_3d)
+    return build_image_to_3d(load_preset("tiny").image_to_3d)
 
 
 @pytest.fixture(scope="module")
 def stage() -> ImageTo3D:
-    sphere = ImageTo3D.from_config(load_preset("tiny").image_to_3d)
+    sphere = build_image_to_3d(load_preset("tiny").image_to_3d)
     plant_sphere_in_weights(sphere.model)
     return sphere
 
@@ -50,7 +50,7 @@ def test_sphere_planted_for_any_image(stage: ImageTo3D) -> None:
         # Planting at the tiny model's token resolution is blocky: within 15 %, median within 2 %.
         assert np.median(radii) == pytest.approx(SPHERE_RADIUS, rel=0.02)
         assert np.all(np.abs(radii - SPHERE_RADIUS) < 0.15 * SPHERE_RADIUS)
-        assert asset.gaussians is None and asset.scene_code is None
+        assert asset.gaussians is None and asset.color_field is None
 
 
 def test_splat_gaussians_sit_on_the_surface_with_field_colours(stage: ImageTo3D) -> None:
@@ -68,7 +68,7 @@ def test_splat_gaussians_sit_on_the_surface_with_field_colours(stage: ImageTo3D)
 def test_precision_without_a_torch_dtype_is_refused() -> None:
     cfg = load_preset("tiny", {"image_to_3d": {"precision": "fp8"}}).image_to_3d
     with pytest.raises(ValueError, match="image_to_3d.precision"):
-        ImageTo3D.from_config(cfg)
+        build_image_to_3d(cfg)
 
 
 def test_wrong_image_shape_is_a_contract_error_not_an_input_error(stage: ImageTo3D) -> None:
@@ -77,10 +77,10 @@ def test_wrong_image_shape_is_a_contract_error_not_an_input_error(stage: ImageTo
     assert not isinstance(info.value, InputError)  # the background stage's output, not the client's: a 500
 
 
-def test_scene_code_kept_for_a_bake_and_the_bake_follows_the_colour_field(stage: ImageTo3D) -> None:
-    asset = stage.generate(np.full((64, 64, 3), 127, np.uint8), ShapeRequest("mesh", 32, keep_scene_code=True))
-    assert asset.scene_code is not None and asset.scene_code.dtype == np.float16
-    textured = stage.bake(Remeshed(clean(asset.mesh), 64, asset.scene_code))
+def test_colour_field_kept_for_a_bake_and_the_bake_follows_the_colour_field(stage: ImageTo3D) -> None:
+    asset = stage.generate(np.full((64, 64, 3), 127, np.uint8), ShapeRequest("mesh", 32, keep_color_field=True))
+    assert asset.color_field is not None and asset.color_field.dtype == np.float16
+    textured = stage.bake(Remeshed(clean(asset.mesh), 64, asset.color_field))
     assert textured.texture.shape == (64, 64, 3)
     # The planted field's colour is constant: every covered texel carries it.
     expected = np.round(255 / (1 + np.exp(-np.array(COLOR_LOGITS))))

@@ -20,6 +20,7 @@ from torch import nn
 
 from .gaussians import hammersley_offset_perturbation
 from .layers import position_embedding
+from .release_args import head_count, merged_args
 from .sparse.conv import SparseConv3d, SparseLinear
 from .sparse.norm import SparseGroupNorm32
 from .sparse.spatial import SparseSubdivide, conv_subdivided
@@ -117,15 +118,11 @@ class SLatDecoderConfig:
     @classmethod
     def from_reference_dict(cls, args: dict[str, Any]) -> "SLatDecoderConfig":
         """From a checkpoint JSON's ``args``."""
-        args = dict(args)
-        args.pop("use_checkpoint", None)
-        head_channels = args.pop("num_head_channels", 64)
-        if args.get("num_heads") is None:
-            args["num_heads"] = args.get("model_channels", cls.model_channels) // head_channels
-        unknown = sorted(set(args) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"args: unknown SLat decoder options {unknown}")
-        return cls(**args)
+        defaults = {f.name: getattr(cls, f.name, None) for f in fields(cls)} | {"num_head_channels": 64}
+        merged = merged_args(args, (), defaults)
+        merged["num_heads"] = head_count(merged, cls.model_channels)
+        del merged["num_head_channels"]
+        return cls(**{key: value for key, value in merged.items() if key in args or key == "num_heads"})
 
     def to_reference_dict(self) -> dict[str, Any]:
         """The checkpoint JSON's ``args``."""

@@ -20,10 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import FloatLayerNorm, TimestepEmbedder, position_embedding
+from .release_args import head_count, merged_args
 from .sparse.conv import SparseConv3d, SparseLinear
 from .sparse.spatial import SparseDownsample, SparseUpsample
 from .sparse.tensor import SparseTensor
-from .sparse_transformer import BLOCK_NORM_EPS, ModulatedSparseTransformerCrossBlock, modulate_rows
+from .sparse_transformer import (
+    NORM_EPS,
+    ModulatedSparseTransformerCrossBlock,
+    modulate_rows,
+)
 
 ContextKV = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -88,19 +93,15 @@ class SLatFlowConfig:
     @classmethod
     def from_reference_dict(cls, args: dict[str, Any]) -> "SLatFlowConfig":
         """From a checkpoint JSON's ``args``; training-only switches must keep their inference values."""
-        args = dict(args)
-        args.pop("use_checkpoint", None)
         fixed = {"share_mod": False, "use_skip_connection": True}
+        defaults = {f.name: f.default for f in fields(cls)} | fixed | {"num_head_channels": 64}
+        merged = merged_args(args, (), defaults)
         for name, value in fixed.items():
-            if args.pop(name, value) != value:
-                raise ValueError(f"{name}: only {value} is implemented, got {args}")
-        head_channels = args.pop("num_head_channels", 64)
-        if args.get("num_heads") is None:
-            args["num_heads"] = args.get("model_channels", cls.model_channels) // head_channels
-        unknown = sorted(set(args) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"args: unknown SLatFlowModel options {unknown}")
-        return cls(**args)
+            if merged.pop(name) != value:
+                raise ValueError(f"args.{name}: only {value} is implemented, got {merged}")
+        merged["num_heads"] = head_count(merged, cls.model_channels)
+        del merged["num_head_channels"]
+        return cls(**merged)
 
     def to_reference_dict(self) -> dict[str, Any]:
         """The checkpoint JSON's ``args``."""
@@ -131,8 +132,8 @@ class SparseResBlock3d(nn.Module):
         if downsample and upsample:
             raise ValueError("downsample and upsample: expected at most one, got both")
         out_channels = out_channels or channels
-        self.norm1 = FloatLayerNorm(channels, elementwise_affine=True, eps=BLOCK_NORM_EPS)
-        self.norm2 = FloatLayerNorm(out_channels, elementwise_affine=False, eps=BLOCK_NORM_EPS)
+        self.norm1 = FloatLayerNorm(channels, elementwise_affine=True, eps=NORM_EPS)
+        self.norm2 = FloatLayerNorm(out_channels, elementwise_affine=False, eps=NORM_EPS)
         self.conv1 = SparseConv3d(channels, out_channels, 3)
         self.conv2 = SparseConv3d(out_channels, out_channels, 3)
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels))

@@ -11,9 +11,7 @@ from torch import nn
 from .layers import FeedForward, FloatLayerNorm
 from .sparse.attention import SparseMultiHeadAttention
 from .sparse.tensor import SparseTensor
-
-#: Epsilon of every layer norm inside TRELLIS's transformer blocks.
-BLOCK_NORM_EPS = 1e-6
+from .transformer import NORM_EPS, ModulatedTransformerCrossBlock
 
 
 class SparseTransformerBlock(nn.Module):
@@ -42,7 +40,7 @@ class SparseTransformerBlock(nn.Module):
         ln_affine: bool = False,
     ):
         super().__init__()
-        self.norm1 = FloatLayerNorm(channels, elementwise_affine=ln_affine, eps=BLOCK_NORM_EPS)
+        self.norm1 = FloatLayerNorm(channels, elementwise_affine=ln_affine, eps=NORM_EPS)
         self.attn = SparseMultiHeadAttention(
             channels,
             num_heads,
@@ -51,7 +49,7 @@ class SparseTransformerBlock(nn.Module):
             shift_window=shift_window,
             qk_rms_norm=qk_rms_norm,
         )
-        self.norm2 = FloatLayerNorm(channels, elementwise_affine=ln_affine, eps=BLOCK_NORM_EPS)
+        self.norm2 = FloatLayerNorm(channels, elementwise_affine=ln_affine, eps=NORM_EPS)
         self.mlp = FeedForward(channels, mlp_ratio)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
@@ -60,44 +58,15 @@ class SparseTransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x.feats))
 
 
-class ModulatedSparseTransformerCrossBlock(nn.Module):
+class ModulatedSparseTransformerCrossBlock(ModulatedTransformerCrossBlock):
     """Self-attention, cross-attention to the image condition and MLP, with adaLN from the timestep.
 
-    TRELLIS's ``ModulatedSparseTransformerCrossBlock`` (``share_mod=False``): the self-attention and
-    MLP branches are shifted, scaled and gated per batch item; the cross-attention branch is not.
-
-    Args:
-        channels: C.
-        ctx_channels: condition width C_ctx.
-        num_heads: H.
-        mlp_ratio: MLP hidden width over C.
-        qk_rms_norm: RMS norm of self-attention queries and keys.
-        qk_rms_norm_cross: RMS norm of cross-attention queries and keys.
+    TRELLIS's ``ModulatedSparseTransformerCrossBlock`` (``share_mod=False``): the dense block's
+    layers and keys (``ModulatedTransformerCrossBlock``) with sparse attention; the self-attention
+    and MLP branches are shifted, scaled and gated per batch item, the cross-attention branch is not.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        ctx_channels: int,
-        num_heads: int,
-        mlp_ratio: float = 4.0,
-        qk_rms_norm: bool = False,
-        qk_rms_norm_cross: bool = False,
-    ):
-        super().__init__()
-        self.norm1 = FloatLayerNorm(channels, elementwise_affine=False, eps=BLOCK_NORM_EPS)
-        self.norm2 = FloatLayerNorm(channels, elementwise_affine=True, eps=BLOCK_NORM_EPS)
-        self.norm3 = FloatLayerNorm(channels, elementwise_affine=False, eps=BLOCK_NORM_EPS)
-        self.self_attn = SparseMultiHeadAttention(channels, num_heads, qk_rms_norm=qk_rms_norm)
-        self.cross_attn = SparseMultiHeadAttention(
-            channels, num_heads, ctx_channels, cross=True, qk_rms_norm=qk_rms_norm_cross
-        )
-        self.mlp = FeedForward(channels, mlp_ratio)
-        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(channels, 6 * channels))
-
-    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The cross-attention keys and values of a [B, S, C_ctx] condition: two [B, S, H, D]."""
-        return self.cross_attn.project_context(context)
+    attention_class = SparseMultiHeadAttention
 
     def forward(
         self,

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen3d.models.trellis.layers import FloatLayerNorm
+from gen3d.models.trellis.release_args import merged_args
 
 #: The reference constructor's defaults, for checkpoint "args" that leave a key out.
 _REFERENCE_DEFAULTS: dict[str, Any] = {"num_res_blocks_middle": 2, "norm_type": "layer", "use_fp16": False}
@@ -69,14 +70,7 @@ class SparseStructureDecoderConfig:
         Raises:
             ValueError: unknown or missing keys, or ``norm_type`` other than "layer".
         """
-        unknown = sorted(set(args) - set(_REFERENCE_DEFAULTS) - set(_REQUIRED))
-        if unknown:
-            known = sorted([*_REQUIRED, *_REFERENCE_DEFAULTS])
-            raise ValueError(f"args: unknown keys {unknown}; expected some of {known}")
-        missing = [key for key in _REQUIRED if key not in args]
-        if missing:
-            raise ValueError(f"args: missing required keys {missing}")
-        merged = {**_REFERENCE_DEFAULTS, **args}
+        merged = merged_args(args, _REQUIRED, _REFERENCE_DEFAULTS)
         if merged.pop("norm_type") != "layer":
             raise ValueError(f"args.norm_type: expected 'layer' (the only one implemented), got {args['norm_type']!r}")
         return cls(**{**merged, "channels": tuple(merged["channels"])})

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gen3d.models.trellis.layers import TimestepEmbedder, position_embedding
+from gen3d.models.trellis.release_args import head_count, merged_args
 from gen3d.models.trellis.transformer import ContextKV, ModulatedTransformerCrossBlock
 
 #: The reference constructor's defaults, for checkpoint "args" that leave a key out.
@@ -25,7 +26,6 @@ _REFERENCE_DEFAULTS: dict[str, Any] = {
     "patch_size": 2,
     "pe_mode": "ape",
     "use_fp16": False,
-    "use_checkpoint": False,
     "share_mod": False,
     "qk_rms_norm": False,
     "qk_rms_norm_cross": False,
@@ -97,22 +97,14 @@ class SparseStructureFlowConfig:
             ValueError: unknown keys, missing required keys, or options we do not implement
                 (``pe_mode`` other than "ape", ``share_mod``).
         """
-        unknown = sorted(set(args) - set(_REFERENCE_DEFAULTS) - set(_REQUIRED))
-        if unknown:
-            known = sorted([*_REQUIRED, *_REFERENCE_DEFAULTS])
-            raise ValueError(f"args: unknown keys {unknown}; expected some of {known}")
-        missing = [key for key in _REQUIRED if key not in args]
-        if missing:
-            raise ValueError(f"args: missing required keys {missing}")
-        merged = {**_REFERENCE_DEFAULTS, **args}
+        merged = merged_args(args, _REQUIRED, _REFERENCE_DEFAULTS)
         if merged["pe_mode"] != "ape":
             raise ValueError(f"args.pe_mode: expected 'ape' (the only one implemented), got {merged['pe_mode']!r}")
         if merged["share_mod"]:
             raise ValueError("args.share_mod: expected false (the only one implemented), got true")
-        num_heads = merged["num_heads"] or merged["model_channels"] // merged["num_head_channels"]
         return cls(
             **{key: merged[key] for key in _REQUIRED},
-            num_heads=int(num_heads),
+            num_heads=head_count(merged, merged["model_channels"]),
             mlp_ratio=float(merged["mlp_ratio"]),
             patch_size=int(merged["patch_size"]),
             qk_rms_norm=bool(merged["qk_rms_norm"]),

@@ -16,7 +16,7 @@ from gen3d.models.trellis.layers import (
     modulate,
 )
 
-#: eps of the block's three layer norms.
+#: Epsilon of every layer norm inside TRELLIS's transformer blocks, dense and sparse.
 NORM_EPS = 1e-6
 
 #: Cross-attention keys and values of one block, each [B, S, H, D]; see ``MultiHeadAttention.project_context``.
@@ -39,6 +39,9 @@ class ModulatedTransformerCrossBlock(nn.Module):
         qkv_bias: bias on the attention input projections.
     """
 
+    #: The attention both branches use; the sparse twin of this block swaps in its own.
+    attention_class: type[MultiHeadAttention] = MultiHeadAttention
+
     def __init__(
         self,
         channels: int,
@@ -53,8 +56,8 @@ class ModulatedTransformerCrossBlock(nn.Module):
         self.norm1 = FloatLayerNorm(channels, elementwise_affine=False, eps=NORM_EPS)
         self.norm2 = FloatLayerNorm(channels, elementwise_affine=True, eps=NORM_EPS)
         self.norm3 = FloatLayerNorm(channels, elementwise_affine=False, eps=NORM_EPS)
-        self.self_attn = MultiHeadAttention(channels, num_heads, qk_rms_norm=qk_rms_norm, qkv_bias=qkv_bias)
-        self.cross_attn = MultiHeadAttention(
+        self.self_attn = self.attention_class(channels, num_heads, qk_rms_norm=qk_rms_norm, qkv_bias=qkv_bias)
+        self.cross_attn = self.attention_class(
             channels, num_heads, ctx_channels=ctx_channels, cross=True, qk_rms_norm=qk_rms_norm_cross, qkv_bias=qkv_bias
         )
         self.mlp = FeedForward(channels, mlp_ratio)

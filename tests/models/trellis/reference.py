@@ -34,8 +34,8 @@ import os
 import sys
 import types
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,19 @@ def load_seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     module.float()
     module.load_state_dict(seeded_state_dict(module, seed), strict=True)
     return module.eval()
+
+
+def layout_digest(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's layout, small enough to record: a digest of its sorted key -> shape map, its key
+    count and its parameter count (full-size layouts are compared on the meta device)."""
+    state = module.state_dict()
+    text = "\n".join(f"{key}:{tuple(value.shape)}" for key, value in sorted(state.items()))
+    digest = torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8)
+    return {
+        "layout_sha256": digest,
+        "keys": torch.tensor(len(state)),
+        "parameters": torch.tensor(sum(p.numel() for p in module.parameters())),
+    }
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:

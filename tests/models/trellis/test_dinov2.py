@@ -1,6 +1,5 @@
 """DINOv2 ViT-L/14-reg (TRELLIS's image conditioner) against the hub model, on identical seeded weights."""
 
-import hashlib
 import types
 
 import pytest
@@ -16,7 +15,13 @@ from gen3d.models.trellis.dinov2 import (
     hub_to_hf,
     to_hub_layout,
 )
-from tests.models.trellis.reference import assert_parity, load_seeded, reference_dinov2, reference_outputs
+from tests.models.trellis.reference import (
+    assert_parity,
+    layout_digest,
+    load_seeded,
+    reference_dinov2,
+    reference_outputs,
+)
 
 SEED = 13
 #: The registers model resizes its position table by exact size, antialiased (the hub's ``*_reg``);
@@ -39,18 +44,6 @@ def _image(height: int, width: int, batch: int) -> torch.Tensor:
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(SEED + height + width))
 
 
-def _layout(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Digest of the sorted key -> shape map, the key count and the parameter count."""
-    state = module.state_dict()
-    text = "\n".join(f"{key}:{tuple(value.shape)}" for key, value in sorted(state.items()))
-    digest = torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8)
-    return {
-        "layout_sha256": digest,
-        "keys": torch.tensor(len(state)),
-        "parameters": torch.tensor(sum(p.numel() for p in module.parameters())),
-    }
-
-
 def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
     models = {name: load_seeded(reference_dinov2(cfg), SEED) for name, cfg in CONFIGS.items()}
     mean, std = torch.tensor(IMAGENET_MEAN)[:, None, None], torch.tensor(IMAGENET_STD)[:, None, None]
@@ -62,7 +55,7 @@ def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
         outputs[case] = F.layer_norm(features, features.shape[-1:])
     with torch.device("meta"):
         full = ref.dinov2_backbones.dinov2_vitl14_reg(pretrained=False)
-    outputs.update(_layout(full))
+    outputs.update(layout_digest(full))
     return outputs
 
 
@@ -70,13 +63,13 @@ def _ours(name: str = "reg") -> DinoV2:
     return load_seeded(DinoV2(CONFIGS[name]), SEED)
 
 
-def test_encoder_matches_the_hub_model_and_its_full_size_layout() -> None:
+def test_encoder_matches_the_hub_model_and_its_full_sizelayout_digest() -> None:
     models = {name: _ours(name) for name in CONFIGS}
     with torch.no_grad():
         ours = {case: models[config].encode(_image(h, w, b)) for case, (config, h, w, b) in CASES.items()}
     with torch.device("meta"):
         full = DinoV2(DinoV2Config.official())
-    ours.update(_layout(full))
+    ours.update(layout_digest(full))
     assert_parity(ours, reference_outputs("dinov2", _reference))
 
 

@@ -23,10 +23,27 @@ from gen3d.models.trellis.slat_decoders import (
 )
 from gen3d.models.trellis.slat_flow import SLatFlowConfig, SLatFlowModel
 from gen3d.models.trellis.sparse.tensor import SparseTensor
-from gen3d.models.trellis.ss_decoder import SparseStructureDecoder, SparseStructureDecoderConfig
-from gen3d.models.trellis.ss_flow import SparseStructureFlowConfig, SparseStructureFlowModel
-from tests.models.trellis.reference import assert_parity, import_reference, load_seeded, reference_root
-from tests.models.trellis.sparse_cases import random_feats, shell_coords, single_threaded
+from gen3d.models.trellis.ss_decoder import (
+    SparseStructureDecoder,
+    SparseStructureDecoderConfig,
+)
+from gen3d.models.trellis.ss_flow import (
+    SparseStructureFlowConfig,
+    SparseStructureFlowModel,
+)
+from tests.models.trellis.reference import (
+    assert_parity,
+    cuda_as_cpu,
+    import_reference,
+    load_seeded,
+    reference_root,
+    relative_error,
+)
+from tests.models.trellis.sparse_cases import (
+    random_feats,
+    shell_coords,
+    single_threaded,
+)
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("GEN3D_FULL_SIZE") != "1" or not os.environ.get("GEN3D_TRELLIS_REFERENCE"),
@@ -41,12 +58,14 @@ def ref() -> types.SimpleNamespace:
 
 
 def _compare(ours: torch.nn.Module, theirs: torch.nn.Module, run_ours, run_theirs) -> None:
-    """Seed both alike, run both without gradients, compare the named outputs."""
+    """Seed both alike, run both without gradients, compare the named outputs (errors printed: run with -s)."""
     load_seeded(ours, SEED)
     load_seeded(theirs, SEED)
     with torch.no_grad():
-        expected = single_threaded(lambda _: run_theirs(theirs))(None)
+        with cuda_as_cpu():
+            expected = single_threaded(lambda _: run_theirs(theirs))(None)
         got = run_ours(ours)
+    print({name: f"{relative_error(got[name], value):.2e}" for name, value in expected.items()})
     assert_parity(got, expected)
 
 
@@ -106,7 +125,8 @@ def test_structured_latent_flow(ref: types.SimpleNamespace) -> None:
 def test_decoder_networks(ref: types.SimpleNamespace, representation: str, ours_class: type, reference_name: str) -> None:
     cfg = SLatDecoderConfig.official(representation)
     ours_x, theirs_x = _latents(ref, cfg.latent_channels)
-    theirs = getattr(ref.models, reference_name)(**cfg.to_reference_dict() | {"use_fp16": False})
+    with cuda_as_cpu():  # the reference's mesh decoder builds its FlexiCubes tables on "cuda"
+        theirs = getattr(ref.models, reference_name)(**cfg.to_reference_dict() | {"use_fp16": False})
 
     def raw_output(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         # The reference's forward up to (not including) its representation step.

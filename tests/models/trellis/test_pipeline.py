@@ -15,7 +15,12 @@ import torch.nn.functional as F
 
 from gen3d.models.trellis.config import TrellisConfig
 from gen3d.models.trellis.pipeline import TrellisImageTo3D
-from tests.models.trellis.reference import assert_parity, load_seeded, reference_dinov2, reference_outputs
+from tests.models.trellis.reference import (
+    assert_parity,
+    load_seeded,
+    reference_dinov2,
+    reference_outputs,
+)
 from tests.models.trellis.sparse_cases import single_threaded
 
 SEED = 31

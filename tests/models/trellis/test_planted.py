@@ -2,7 +2,11 @@
 
 import torch
 
-from gen3d.models.trellis.planted import SHELL_RADIUS, planted_distance, planted_structure
+from gen3d.models.trellis.planted import (
+    SHELL_RADIUS,
+    planted_distance,
+    planted_structure,
+)
 
 
 def _disc_image(radius: float, size: int = 64) -> torch.Tensor:

@@ -10,9 +10,24 @@ import types
 import pytest
 import torch
 
-from gen3d.models.trellis.sampler import GuidedVelocity, SamplerConfig, guide, model_timesteps, sample, time_pairs
-from gen3d.models.trellis.ss_flow import SparseStructureFlowConfig, SparseStructureFlowModel
-from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs, relative_error
+from gen3d.models.trellis.sampler import (
+    GuidedVelocity,
+    SamplerConfig,
+    guide,
+    model_timesteps,
+    sample,
+    time_pairs,
+)
+from gen3d.models.trellis.ss_flow import (
+    SparseStructureFlowConfig,
+    SparseStructureFlowModel,
+)
+from tests.models.trellis.reference import (
+    assert_parity,
+    load_seeded,
+    reference_outputs,
+    relative_error,
+)
 
 SEED = 17
 FLOW = SparseStructureFlowConfig.tiny()

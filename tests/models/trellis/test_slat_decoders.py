@@ -14,7 +14,12 @@ from gen3d.models.trellis.slat_decoders import (
 )
 from gen3d.models.trellis.sparse.tensor import SparseTensor
 from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
-from tests.models.trellis.sparse_cases import half_like_release, random_feats, shell_coords, single_threaded
+from tests.models.trellis.sparse_cases import (
+    half_like_release,
+    random_feats,
+    shell_coords,
+    single_threaded,
+)
 
 SEED = 16
 OURS = {"gaussian": SLatGaussianDecoder, "radiance_field": SLatRadianceFieldDecoder, "mesh": SLatMeshDecoder}

@@ -8,7 +8,12 @@ import torch
 from gen3d.models.trellis.slat_flow import SLatFlowConfig, SLatFlowModel
 from gen3d.models.trellis.sparse.tensor import SparseTensor
 from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
-from tests.models.trellis.sparse_cases import half_like_release, random_feats, shell_coords, single_threaded
+from tests.models.trellis.sparse_cases import (
+    half_like_release,
+    random_feats,
+    shell_coords,
+    single_threaded,
+)
 
 SEED = 15
 

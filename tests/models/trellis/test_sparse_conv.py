@@ -9,7 +9,11 @@ from gen3d.models.trellis.sparse import conv as conv_module
 from gen3d.models.trellis.sparse.conv import SparseConv3d, SparseLinear, neighbour_table
 from gen3d.models.trellis.sparse.tensor import SparseTensor
 from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
-from tests.models.trellis.sparse_cases import random_feats, shell_coords, single_threaded
+from tests.models.trellis.sparse_cases import (
+    random_feats,
+    shell_coords,
+    single_threaded,
+)
 
 SEED = 11
 

@@ -7,7 +7,12 @@ import torch
 
 from gen3d.models.trellis.sparse.conv import SparseConv3d
 from gen3d.models.trellis.sparse.norm import SparseGroupNorm32
-from gen3d.models.trellis.sparse.spatial import SparseDownsample, SparseSubdivide, SparseUpsample, conv_subdivided
+from gen3d.models.trellis.sparse.spatial import (
+    SparseDownsample,
+    SparseSubdivide,
+    SparseUpsample,
+    conv_subdivided,
+)
 from gen3d.models.trellis.sparse.tensor import SparseTensor
 from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
 from tests.models.trellis.sparse_cases import random_feats, shell_coords

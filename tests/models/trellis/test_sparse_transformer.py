@@ -5,9 +5,16 @@ import types
 import torch
 
 from gen3d.models.trellis.sparse.tensor import SparseTensor
-from gen3d.models.trellis.sparse_transformer import ModulatedSparseTransformerCrossBlock, SparseTransformerBlock
+from gen3d.models.trellis.sparse_transformer import (
+    ModulatedSparseTransformerCrossBlock,
+    SparseTransformerBlock,
+)
 from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
-from tests.models.trellis.sparse_cases import half_like_release, random_feats, shell_coords
+from tests.models.trellis.sparse_cases import (
+    half_like_release,
+    random_feats,
+    shell_coords,
+)
 
 SEED = 14
 WIDTH, HEADS, CONTEXT = 32, 4, 24
@@ -25,7 +32,9 @@ def _inputs() -> dict[str, torch.Tensor]:
 
 
 def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
-    from trellis.modules.sparse.transformer import ModulatedSparseTransformerCrossBlock as ModulatedBlock
+    from trellis.modules.sparse.transformer import (
+        ModulatedSparseTransformerCrossBlock as ModulatedBlock,
+    )
     from trellis.modules.sparse.transformer import SparseTransformerBlock as Block
 
     inputs = _inputs()

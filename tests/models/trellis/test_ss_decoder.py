@@ -1,6 +1,5 @@
 """The sparse-structure decoder against the reference's, on identical seeded weights."""
 
-import hashlib
 import types
 
 import pytest
@@ -12,7 +11,12 @@ from gen3d.models.trellis.ss_decoder import (
     occupied_voxels,
     pixel_shuffle_3d,
 )
-from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
+from tests.models.trellis.reference import (
+    assert_parity,
+    layout_digest,
+    load_seeded,
+    reference_outputs,
+)
 
 SEED = 7
 #: ckpts/ss_dec_conv3d_16l8_fp16.json "args".
@@ -30,18 +34,6 @@ def _latent() -> torch.Tensor:
     return torch.randn(2, 8, 4, 4, 4, generator=torch.Generator().manual_seed(SEED))
 
 
-def _layout(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Digest of the sorted key -> shape map, the key count and the parameter count."""
-    state = module.state_dict()
-    text = "\n".join(f"{key}:{tuple(value.shape)}" for key, value in sorted(state.items()))
-    digest = torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8)
-    return {
-        "layout_sha256": digest,
-        "keys": torch.tensor(len(state)),
-        "parameters": torch.tensor(sum(p.numel() for p in module.parameters())),
-    }
-
-
 def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
     args = SparseStructureDecoderConfig.tiny().to_reference_dict()
     decoder = load_seeded(ref.models.SparseStructureDecoder(**args), SEED)
@@ -50,19 +42,19 @@ def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
         full = ref.models.SparseStructureDecoder(**OFFICIAL_ARGS)
     # The pipeline's sparse structure: positive cells, (batch, x, y, z).
     coords = torch.argwhere(logits > 0)[:, [0, 2, 3, 4]].int()
-    return {"logits": logits, "coords": coords, **_layout(full)}
+    return {"logits": logits, "coords": coords, **layout_digest(full)}
 
 
 def _ours() -> SparseStructureDecoder:
     return load_seeded(SparseStructureDecoder(SparseStructureDecoderConfig.tiny()), SEED)
 
 
-def test_decoder_matches_the_reference_and_its_full_size_layout() -> None:
+def test_decoder_matches_the_reference_and_its_full_sizelayout_digest() -> None:
     with torch.no_grad():
         logits = _ours()(_latent())
     with torch.device("meta"):
         full = SparseStructureDecoder(SparseStructureDecoderConfig.official())
-    ours = {"logits": logits, "coords": occupied_voxels(logits), **_layout(full)}
+    ours = {"logits": logits, "coords": occupied_voxels(logits), **layout_digest(full)}
     assert_parity(ours, reference_outputs("ss_decoder", _reference))
 
 

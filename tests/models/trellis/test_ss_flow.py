@@ -1,13 +1,22 @@
 """The sparse-structure flow against the reference's, on identical seeded weights."""
 
-import hashlib
 import types
 
 import pytest
 import torch
 
-from gen3d.models.trellis.ss_flow import SparseStructureFlowConfig, SparseStructureFlowModel, patchify, unpatchify
-from tests.models.trellis.reference import assert_parity, load_seeded, reference_outputs
+from gen3d.models.trellis.ss_flow import (
+    SparseStructureFlowConfig,
+    SparseStructureFlowModel,
+    patchify,
+    unpatchify,
+)
+from tests.models.trellis.reference import (
+    assert_parity,
+    layout_digest,
+    load_seeded,
+    reference_outputs,
+)
 
 SEED = 5
 #: ckpts/ss_flow_img_dit_L_16l8_fp16.json "args".
@@ -44,18 +53,6 @@ def _inputs(cfg: SparseStructureFlowConfig) -> dict[str, torch.Tensor]:
     }
 
 
-def _layout(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Digest of the sorted key -> shape map, the key count and the parameter count."""
-    state = module.state_dict()
-    text = "\n".join(f"{key}:{tuple(value.shape)}" for key, value in sorted(state.items()))
-    digest = torch.frombuffer(bytearray(hashlib.sha256(text.encode()).digest()), dtype=torch.uint8)
-    return {
-        "layout_sha256": digest,
-        "keys": torch.tensor(len(state)),
-        "parameters": torch.tensor(sum(p.numel() for p in module.parameters())),
-    }
-
-
 def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
     outputs = {}
     for name, cfg in CONFIGS.items():
@@ -64,7 +61,7 @@ def _reference(ref: types.SimpleNamespace) -> dict[str, torch.Tensor]:
         outputs[name] = model(inputs["x"], inputs["t"], inputs["cond"])
     with torch.device("meta"):
         full = ref.models.SparseStructureFlowModel(**OFFICIAL_ARGS)
-    outputs.update(_layout(full))
+    outputs.update(layout_digest(full))
     return outputs
 
 
@@ -72,7 +69,7 @@ def _ours(cfg: SparseStructureFlowConfig) -> SparseStructureFlowModel:
     return load_seeded(SparseStructureFlowModel(cfg), SEED)
 
 
-def test_flow_matches_the_reference_and_its_full_size_layout() -> None:
+def test_flow_matches_the_reference_and_its_full_sizelayout_digest() -> None:
     ours = {}
     with torch.no_grad():
         for name, cfg in CONFIGS.items():
@@ -80,7 +77,7 @@ def test_flow_matches_the_reference_and_its_full_size_layout() -> None:
             ours[name] = _ours(cfg)(inputs["x"], inputs["t"], inputs["cond"])
     with torch.device("meta"):
         full = SparseStructureFlowModel(SparseStructureFlowConfig.official())
-    ours.update(_layout(full))
+    ours.update(layout_digest(full))
     assert_parity(ours, reference_outputs("ss_flow", _reference))
 
 

@@ -1,0 +1,187 @@
+"""Benchmark our TRELLIS-image-large on a GPU: image -> textured GLB, phase by phase, eager vs fast.
+
+Measured with random weights at full size (``configs/quality_random.yaml``): the networks run at
+their real sizes on a planted sphere shell of 20,032 occupied voxels (``gen3d.models.trellis.planted``),
+the order of a real object's sparse structure. The timed request is the service's default: a mesh
+decimated to 20k faces, UV-unwrapped and baked from the full mesh's colours (1024^2), written as
+GLB; and, separately, the splat product (TRELLIS's own gaussians). No HTTP or Ray hops.
+
+Usage (on the GPU box, from the repo root):
+    python -m scripts.bench_trellis --out OUT [--repeats 5] [--steps 25,12] [--variants eager,fast]
+Writes OUT/bench_trellis.json and prints a markdown table. ``--preset quality_tiny --variants eager``
+checks the script on a CPU in seconds (tiny random weights: no timing meaning).
+"""
+
+import argparse
+import json
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gen3d.config import load_preset
+from gen3d.formats import MeshOptions
+from gen3d.models.trellis.speed import compile_blocks_, graph_structure_flow_
+from gen3d.stages.export import Exporter
+from gen3d.stages.image_to_3d import FlowOptions, ShapeRequest, build_image_to_3d, warm_up_image
+from gen3d.stages.image_to_3d_trellis import TrellisImageTo3DStage
+from scripts.bench_flux import synchronised_timer
+
+GIB = 2**30
+#: The pipeline methods timed as phases of ``generate``.
+PHASES = ("condition", "sample_structure", "sample_latent", "decode_mesh", "decode_gaussians")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", default="25,12", help="comma-separated Euler steps of both flows")
+    parser.add_argument("--variants", default="eager,fast", help="eager, fast (compiled blocks + CUDA graphs)")
+    parser.add_argument("--faces", type=int, default=20_000)
+    parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument("--preset", default="quality_random", help="quality_random (GPU) or quality_tiny (a CPU check)")
+    return parser.parse_args()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_stage(preset: str, variant: str) -> TrellisImageTo3DStage:
+    """The preset's TRELLIS stage, with the fast path applied for ``fast``."""
+    stage = build_image_to_3d(load_preset(preset).image_to_3d)
+    if variant == "fast":
+        compile_blocks_(stage.model)
+        graph_structure_flow_(stage.model)
+    elif variant != "eager":
+        raise ValueError(f"variant: expected eager or fast, got {variant!r}")
+    return stage
+
+
+def instrument(stage: TrellisImageTo3DStage) -> dict[str, list[float]]:
+    """Time each pipeline phase (CUDA-synchronised) on every call; returns the lists it fills."""
+    phases: dict[str, list[float]] = {name: [] for name in PHASES}
+    for name in PHASES:
+        setattr(stage.model, name, synchronised_timer(getattr(stage.model, name), stage.device, phases[name]))
+    return phases
+
+
+def one_request(stage: TrellisImageTo3DStage, exporter: Exporter, steps: int, mesh: MeshOptions) -> dict[str, float]:
+    """Seconds of each step of one textured-GLB request (the GPU stage, the CPU remesh, the bake, the file)."""
+    image = warm_up_image(stage.cond_size, backdrop=0)
+    flow = FlowOptions(ss_steps=steps, slat_steps=steps)
+    seconds: dict[str, float] = {}
+
+    def lap(name: str, fn: Callable[[], Any]) -> Any:
+        synchronize(stage.device)
+        start = time.perf_counter()
+        result = fn()
+        synchronize(stage.device)
+        seconds[name] = time.perf_counter() - start
+        return result
+
+    asset = lap("generate", lambda: stage.generate(image, ShapeRequest("mesh", 0, keep_color_field=True, flow=flow)))
+    remeshed = lap("remesh_cpu", lambda: exporter.remesh(asset, mesh))
+    textured = lap("bake", lambda: stage.bake(remeshed))
+    glb = lap("export_glb", lambda: exporter.export(textured, "glb", "+y", mesh))
+    seconds["total"] = sum(seconds.values())
+    seconds["raw_faces"] = float(len(asset.mesh.faces))
+    seconds["glb_faces"] = float(glb.faces or 0)
+    seconds["glb_bytes"] = float(len(glb.data))
+    return seconds
+
+
+def splat_request(stage: TrellisImageTo3DStage, steps: int) -> tuple[float, int]:
+    """Seconds and gaussian count of one splat request (generate with gaussians)."""
+    image = warm_up_image(stage.cond_size, backdrop=0)
+    flow = FlowOptions(ss_steps=steps, slat_steps=steps)
+    synchronize(stage.device)
+    start = time.perf_counter()
+    asset = stage.generate(image, ShapeRequest("gaussians", 0, flow=flow))
+    synchronize(stage.device)
+    return time.perf_counter() - start, len(asset.gaussians)
+
+
+def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    build_start = time.perf_counter()
+    stage = build_stage(args.preset, variant)
+    weights_gib = torch.cuda.memory_allocated() / GIB if cuda else 0.0
+    exporter = Exporter.from_config(load_preset(args.preset).export)
+    mesh = MeshOptions(faces=args.faces, texture="uv", texture_size=args.texture_size, resolution=256, normalize=True)
+    first = time.perf_counter()
+    one_request(stage, exporter, steps_list[0], mesh)  # compiles and captures in the fast variant
+    first_request_s = time.perf_counter() - first
+    rows = []
+    for steps in steps_list:
+        one_request(stage, exporter, steps, mesh)  # warm for this step count
+        phases = instrument(stage)
+        runs = [one_request(stage, exporter, steps, mesh) for _ in range(args.repeats)]
+        for name in PHASES:
+            delattr(stage.model, name)  # back to the class's method
+        splats = [splat_request(stage, steps) for _ in range(max(1, args.repeats // 2))]
+        row = {
+            "variant": variant,
+            "steps": steps,
+            "build_s": first - build_start,
+            "first_request_s": first_request_s,
+            "weights_gib": weights_gib,
+            "peak_gib": torch.cuda.max_memory_allocated() / GIB if cuda else 0.0,
+            "splat_s": statistics.median(s for s, _ in splats),
+            "gaussians": splats[0][1],
+        }
+        row |= {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        row |= {f"phase_{name}": statistics.median(values) for name, values in phases.items() if values}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    del stage
+    if cuda:
+        torch.cuda.empty_cache()
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    header = (
+        "| variant | steps | image -> GLB p50 | generate | structure | latent | mesh decode | remesh (CPU) | bake | GLB "
+        "| splat | peak GiB |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['steps']} | {r['total']:.3f} s | {r['generate']:.3f} | "
+            f"{r.get('phase_sample_structure', 0):.3f} | {r.get('phase_sample_latent', 0):.3f} | "
+            f"{r.get('phase_decode_mesh', 0):.3f} | {r['remesh_cpu']:.3f} | {r['bake']:.3f} | {r['export_glb']:.3f} | "
+            f"{r['splat_s']:.3f} | {r['peak_gib']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if not torch.cuda.is_available() and args.preset != "quality_tiny":
+        raise SystemExit("bench_trellis needs a CUDA GPU for full-size weights (--preset quality_tiny checks it on a CPU)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    steps_list = [int(s) for s in args.steps.split(",")]
+    rows = []
+    for variant in args.variants.split(","):
+        try:
+            rows += bench_variant(variant, steps_list, args)
+        except Exception:  # one variant failing (a compile, a capture) must not lose the others' rows
+            traceback.print_exc()
+            print(f"variant {variant} failed; continuing", flush=True)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    meta = {"device": device, "torch": torch.__version__, "preset": args.preset, "mode": "random weights"}
+    (args.out / "bench_trellis.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
