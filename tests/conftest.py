@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,10 +44,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(needs_cuda)
 
 
+# Ray binds its workers to 10002-19999 and every other server (metrics exporter, agents, gRPC) to a
+# kernel-chosen ephemeral port, any of which can take a port handed out by bind(0) in the seconds
+# before Serve's proxy binds it. A port below the ephemeral range and above Ray's is never picked
+# by anyone but us.
+_FIRST_TEST_PORT = 20000
+
+
+def _ephemeral_ports() -> range:
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free TCP port on 127.0.0.1 that no process will take by asking the kernel for any port."""
+    ephemeral = _ephemeral_ports()
+    candidates = [port for port in range(_FIRST_TEST_PORT, 65536) if port not in ephemeral]
+    for port in random.sample(candidates, len(candidates)):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def write_serve_config(
@@ -73,11 +94,10 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: 
             raise RuntimeError(f"serve run exited with {process.returncode}:\n{log.read_text()[-5000:]}")
         if DEPLOY_FAILED in (text := log.read_text(errors="replace")):
             raise RuntimeError(f"a deployment failed to start:\n{text[text.index(DEPLOY_FAILED) - 4000 :][:6000]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            # The body, not only the status, says it is our ingress answering on this port.
+            if httpx.get(f"{url}/health", timeout=2).json() == {"status": "ok"}:
                 return
-        except httpx.HTTPError:
-            pass
         time.sleep(1.0)
     raise RuntimeError(f"service not ready after {timeout_s} s:\n{log.read_text()[-5000:]}")
 
