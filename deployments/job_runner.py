@@ -1,10 +1,11 @@
 """Jobs, run by the ingress replicas from the durable job store, under leases.
 
 ``submit`` writes a job to the store before ``POST /jobs`` answers. The replica that took it runs
-it at once when it has room; otherwise any replica takes it up: each one claims due jobs every
-``CLAIM_EVERY_S`` as its slots free. A runner holds each job by a lease that it renews every
-quarter of ``lease_s``; a replica that dies (kill -9, its node lost) stops renewing, and its jobs
-are due again ``lease_s`` later, for whichever replica claims them first.
+it at once when it has room, its stages starting while the write is in flight; otherwise any
+replica takes it up: each one claims due jobs every ``CLAIM_EVERY_S`` as its slots free. A runner
+holds each job by a lease that it renews every quarter of ``lease_s``; a replica that dies (kill
+-9, its node lost) stops renewing, and its jobs are due again ``lease_s`` later, for whichever
+replica claims them first.
 
 A run goes through every stage from the start, as ``/generate`` does: the same request and seed
 give the same files, so a re-run rewrites what an earlier run wrote with the same bytes. Each
@@ -127,21 +128,42 @@ class JobRunner:
     async def submit(self, request: GenerateRequest, job: Job) -> str:
         """Write a new job to the store, then run it here if there is room; return its id.
 
+        With room, the job's slot is taken and its stages start while the store writes it: the
+        ``202`` waits for the durable write, the stages need not.
+
         Raises:
             ServiceBusy: shutting down, or the store is full or unavailable.
         """
-        admission = self.pipeline.admission
-        admission.refuse_if_draining()
+        self.pipeline.admission.refuse_if_draining()
         job_id = uuid.uuid4().hex
-        hold = bool(self._loops) and self.room() > 0
+        steps = self._start_stages(job)
         payload = request.model_dump_json(exclude_unset=True).encode()  # the request as sent
         try:  # the same id on every try: a retried create after a lost answer changes nothing
-            claim = await self.store.call("create", job_id, payload, hold, patience_s=SUBMIT_PATIENCE_S)
-        except (StoreFull, StoreUnavailable) as exc:
-            raise ServiceBusy(str(exc), self.pipeline.service.retry_after_s) from None
+            claim = await self.store.call("create", job_id, payload, steps is not None, patience_s=SUBMIT_PATIENCE_S)
+        except BaseException as exc:
+            if steps is not None:
+                await self._drop_stages(steps)
+            if isinstance(exc, (StoreFull, StoreUnavailable)):
+                raise ServiceBusy(str(exc), self.pipeline.service.retry_after_s) from None
+            raise
         if claim is not None:
-            self._start(claim, job)
+            self._start(claim, job, steps)
+        elif steps is not None:  # the store kept an earlier try's claim: its lease lapses, then a runner takes it up
+            await self._drop_stages(steps)
         return job_id
+
+    def _start_stages(self, job: Job) -> list[Any] | None:
+        """A slot and the job's started stages if this replica has room now (jobs queued here go first)."""
+        if not self._loops or self.room() <= 0:
+            return None
+        self.pipeline.admission.take()
+        return self.pipeline.chain(job, keep_cutout=True)
+
+    async def _drop_stages(self, steps: list[Any]) -> None:
+        """Stages started for a job that will not run here: cancel them and free their slot."""
+        for step in steps:
+            step.response.cancel()
+        await self.pipeline.admission.give_back()
 
     async def settle(self, timeout_s: float) -> None:
         """After a drain: wait (bounded) for the runs to finish or give their jobs back, then stop."""
@@ -188,10 +210,11 @@ class JobRunner:
         self._store_down = False
         return result
 
-    def _start(self, claim: Claim, job: Job | None = None) -> None:
+    def _start(self, claim: Claim, job: Job | None = None, steps: list[Any] | None = None) -> None:
+        """Run a claimed job: from its stored request, or (``steps``) its submission's started stages."""
         self.leases[claim.job_id] = claim.token
         self._renew_every_s = claim.lease_s / 4
-        run = asyncio.get_running_loop().create_task(self._run(claim, job))
+        run = asyncio.get_running_loop().create_task(self._run(claim, job, steps))
         self._runs[claim.job_id] = run
         run.add_done_callback(lambda _: self._forget(claim, run))
 
@@ -203,8 +226,11 @@ class JobRunner:
 
     # -- one run ---------------------------------------------------------------------------------
 
-    async def _run(self, claim: Claim, job: Job | None) -> None:
+    async def _run(self, claim: Claim, job: Job | None, steps: list[Any] | None) -> None:
         try:
+            if steps is not None:
+                await self._admitted(claim, steps)
+                return
             if job is None:
                 job = await asyncio.to_thread(self._decode, claim.request or b"")
             await self._when_admitted(claim, job)
@@ -234,7 +260,7 @@ class JobRunner:
             async with self.pipeline.admission.queued():
                 self.waiting -= 1
                 waiting = False
-                await self._stages(claim, job)
+                await self._stages(claim, self.pipeline.chain(job, keep_cutout=True))
         except ServiceBusy:
             if not waiting:
                 raise
@@ -243,8 +269,14 @@ class JobRunner:
             if waiting:
                 self.waiting -= 1
 
-    async def _stages(self, claim: Claim, job: Job) -> None:
-        steps = self.pipeline.chain(job, keep_cutout=True)
+    async def _admitted(self, claim: Claim, steps: list[Any]) -> None:
+        """Follow stages started with a slot already taken, then free the slot."""
+        try:
+            await self._stages(claim, steps)
+        finally:
+            await self.pipeline.admission.give_back()
+
+    async def _stages(self, claim: Claim, steps: list[Any]) -> None:
         finished = False
         try:
             await self._write(claim, status="running", stage=steps[0].stage)

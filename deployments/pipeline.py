@@ -70,33 +70,35 @@ class Admission:
         if self.draining:
             raise ServiceBusy("the service is shutting down; retry on another instance", self.service.retry_after_s)
 
-    @asynccontextmanager
-    async def now(self) -> AsyncIterator[None]:
-        """A slot at once, or ``ServiceBusy``."""
+    def take(self) -> None:
+        """A slot at once, or ``ServiceBusy``; whoever takes one gives it back with ``give_back``."""
         self.refuse_if_draining()
         if self.in_flight >= self.service.max_in_flight:
             raise ServiceBusy(f"busy: {self.in_flight} requests in flight; retry later", self.service.retry_after_s)
-        async with self._held():
+        self.in_flight += 1
+
+    async def give_back(self) -> None:
+        """Free a slot taken with ``take``; a queued job or the drain waiting for it wakes."""
+        self.in_flight -= 1
+        async with self._changed:
+            self._changed.notify_all()
+
+    @asynccontextmanager
+    async def now(self) -> AsyncIterator[None]:
+        """A slot at once, or ``ServiceBusy``."""
+        self.take()
+        try:
             yield
+        finally:
+            await self.give_back()
 
     @asynccontextmanager
     async def queued(self) -> AsyncIterator[None]:
         """A slot once one is free (a job waiting as ``queued``); ``ServiceBusy`` if a drain starts first."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.draining or self.in_flight < self.service.max_in_flight)
-        self.refuse_if_draining()
-        async with self._held():
+        async with self.now():
             yield
-
-    @asynccontextmanager
-    async def _held(self) -> AsyncIterator[None]:
-        self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
-            async with self._changed:
-                self._changed.notify_all()
 
     async def drain(self) -> bool:
         """Refuse new work and wait (up to ``drain_timeout_s``) for work in flight; True if it all finished."""

@@ -7,6 +7,7 @@ picks the one ``image_to_3d.model`` names.
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -66,16 +67,23 @@ def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.tensor(image, device=device).float().div_(255.0)
 
 
-class ImageTo3D(ABC):
+#: The network a stage wraps (``TripoSR``, ``TrellisImageTo3D``).
+Model = TypeVar("Model", bound=torch.nn.Module)
+
+
+class ImageTo3D(ABC, Generic[Model]):
     """One image-to-3D model on one device.
 
-    Attributes:
+    Args:
+        model: the network in eval mode on ``device``.
         cfg: the stage config.
         device: where the model lives.
     """
 
-    cfg: ImageTo3DConfig
-    device: torch.device
+    def __init__(self, model: Model, cfg: ImageTo3DConfig, device: torch.device) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.device = device
 
     @classmethod
     @abstractmethod

@@ -104,19 +104,8 @@ def to_splat_gaussians(output: TrellisOutput) -> Gaussians:
     return rotate_gaussians(Gaussians(**fields), MODEL_FROM_TRELLIS)
 
 
-class TrellisImageTo3DStage(ImageTo3D):
-    """TRELLIS on one device: conditioning image (518 px, black backdrop) -> ``Asset3D``; bakes.
-
-    Args:
-        model: our TRELLIS in eval mode on ``device``.
-        cfg: the stage config (``model: trellis``).
-        device: where the model lives.
-    """
-
-    def __init__(self, model: TrellisImageTo3D, cfg: ImageTo3DConfig, device: torch.device) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.device = device
+class TrellisImageTo3DStage(ImageTo3D[TrellisImageTo3D]):
+    """TRELLIS on one device: conditioning image (518 px, black backdrop) -> ``Asset3D``; bakes."""
 
     @classmethod
     def build(cls, cfg: ImageTo3DConfig, dtype: torch.dtype, device: torch.device) -> "TrellisImageTo3DStage":

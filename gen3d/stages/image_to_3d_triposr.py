@@ -31,19 +31,8 @@ from gen3d.stages.image_to_3d_base import (
 logger = logging.getLogger(__name__)
 
 
-class TripoSRImageTo3D(ImageTo3D):
-    """TripoSR on one device: conditioning image -> ``Asset3D``; UV mesh -> baked texture.
-
-    Args:
-        model: a TripoSR in eval mode on ``device``.
-        cfg: the stage config.
-        device: where the model lives.
-    """
-
-    def __init__(self, model: TripoSR, cfg: ImageTo3DConfig, device: torch.device) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.device = device
+class TripoSRImageTo3D(ImageTo3D[TripoSR]):
+    """TripoSR on one device: conditioning image -> ``Asset3D``; UV mesh -> baked texture."""
 
     @classmethod
     def build(cls, cfg: ImageTo3DConfig, dtype: torch.dtype, device: torch.device) -> "TripoSRImageTo3D":
