@@ -8,7 +8,8 @@ GLB; and, separately, the splat product (TRELLIS's own gaussians). No HTTP or Ra
 
 Usage (on the GPU box, from the repo root):
     python -m scripts.bench_trellis --out OUT [--repeats 5] [--steps 25,12] [--variants eager,fast]
-Writes OUT/bench_trellis.json and prints a markdown table. ``--preset quality_tiny --variants eager``
+Writes OUT/bench_trellis.json and prints a markdown table; ``--profile`` adds torch.profiler's top
+operators of one eager ``generate`` (OUT/profile.txt). ``--preset quality_tiny --variants eager``
 checks the script on a CPU in seconds (tiny random weights: no timing meaning).
 """
 
@@ -45,6 +46,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--faces", type=int, default=20_000)
     parser.add_argument("--texture-size", type=int, default=1024)
     parser.add_argument("--preset", default="quality_random", help="quality_random (GPU) or quality_tiny (a CPU check)")
+    parser.add_argument("--profile", action="store_true", help="also profile one eager generate: top ops in OUT/profile.txt")
     return parser.parse_args()
 
 
@@ -148,6 +150,22 @@ def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace)
     return rows
 
 
+def profile_generate(args: argparse.Namespace, steps: int, top: int = 30) -> str:
+    """torch.profiler's top operators (by device time on a GPU) over one warm eager ``generate``."""
+    stage = build_stage(args.preset, "eager")
+    image = warm_up_image(stage.cond_size, backdrop=0)
+    request = ShapeRequest("mesh", 0, keep_color_field=True, flow=FlowOptions(ss_steps=steps, slat_steps=steps))
+    stage.generate(image, request)  # warm
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if stage.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        stage.generate(image, request)
+        synchronize(stage.device)
+    key = "self_device_time_total" if stage.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=top)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| variant | steps | image -> GLB p50 | generate | structure | latent | mesh decode | remesh (CPU) | bake | GLB "
@@ -181,6 +199,10 @@ def main() -> None:
     meta = {"device": device, "torch": torch.__version__, "preset": args.preset, "mode": "random weights"}
     (args.out / "bench_trellis.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(table(rows))
+    if args.profile:
+        text = profile_generate(args, steps_list[0])
+        (args.out / "profile.txt").write_text(text)
+        print(text)
 
 
 if __name__ == "__main__":
