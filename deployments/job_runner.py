@@ -62,6 +62,8 @@ class StageRunner(Protocol):
 
     def bounded(self, work: Awaitable[Any], steps: list[Any], seconds: float) -> Awaitable[Any]: ...
 
+    def cancel(self, steps: list[Any]) -> None: ...
+
 logger = logging.getLogger(__name__)
 
 #: How often a replica with free slots looks for due jobs.
@@ -161,8 +163,7 @@ class JobRunner:
 
     async def _drop_stages(self, steps: list[Any]) -> None:
         """Stages started for a job that will not run here: cancel them and free their slot."""
-        for step in steps:
-            step.response.cancel()
+        self.pipeline.cancel(steps)
         await self.pipeline.admission.give_back()
 
     async def settle(self, timeout_s: float) -> None:
@@ -284,8 +285,7 @@ class JobRunner:
             finished = True
         finally:
             if not finished:  # lease lost, store gone or cancelled: the stages' work is wasted
-                for step in steps:
-                    step.response.cancel()
+                self.pipeline.cancel(steps)
 
     async def _follow(self, claim: Claim, steps: list[Any]) -> None:
         """Await each stage in turn and write it: timings, the next stage, the files so far."""

@@ -175,13 +175,18 @@ class Pipeline:
     async def _last(steps: list[Step]) -> Traced:
         return await steps[-1].response
 
+    @staticmethod
+    def cancel(steps: list[Step]) -> None:
+        """Cancel every stage call of a chain (those already done are unaffected)."""
+        for step in steps:
+            step.response.cancel()
+
     async def bounded(self, work, steps: list[Step], seconds: float):
         """Await ``work`` for at most ``seconds``; on time-out cancel every stage call."""
         try:
             return await asyncio.wait_for(work, timeout=seconds)
         except TimeoutError:
-            for step in steps:
-                step.response.cancel()
+            self.cancel(steps)
             raise StageTimeout(seconds) from None
         except BackPressureError:
             raise ServiceBusy("a stage queue is full; retry later", self.service.retry_after_s) from None
