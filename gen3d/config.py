@@ -190,6 +190,10 @@ class TrellisOptions(BaseModel):
         steps: Euler steps of each flow when a request names none (the release: 25).
         max_steps: largest ``ss_steps`` / ``slat_steps`` a request may ask for.
         max_cfg: largest guidance strength a request may ask for.
+        compile: ``torch.compile`` the conditioner's and both flows' transformer blocks (the second
+            flow's with its voxel count dynamic: one graph for every structure); warm-up compiles.
+        cuda_graphs: replay the first flow's steps as CUDA graphs (its shapes never change); needs
+            a CUDA device.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -202,6 +206,8 @@ class TrellisOptions(BaseModel):
     steps: int = Field(default=25, ge=1)
     max_steps: int = Field(default=50, ge=1)
     max_cfg: float = Field(default=15.0, ge=0.0)
+    compile: bool = False
+    cuda_graphs: bool = False
 
     @model_validator(mode="after")
     def _default_steps_allowed(self) -> "TrellisOptions":

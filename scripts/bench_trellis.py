@@ -8,8 +8,9 @@ GLB; and, separately, the splat product (TRELLIS's own gaussians). No HTTP or Ra
 
 Usage (on the GPU box, from the repo root):
     python -m scripts.bench_trellis --out OUT [--repeats 5] [--steps 25,12] [--variants eager,fast]
-Writes OUT/bench_trellis.json and prints a markdown table; ``--profile`` adds torch.profiler's top
-operators of one eager ``generate`` (OUT/profile.txt). ``--preset quality_tiny --variants eager``
+Writes OUT/bench_trellis.json and prints a markdown table; ``--profile [VARIANT]`` adds
+torch.profiler's top operators of one ``generate`` (OUT/profile.txt), ``--attention`` the time of
+each SDPA backend at the flows' attention shapes (OUT/attention.md). ``--preset quality_tiny --variants eager``
 checks the script on a CPU in seconds (tiny random weights: no timing meaning).
 """
 
@@ -23,12 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gen3d.config import load_preset
 from gen3d.formats import MeshOptions
-from gen3d.models.trellis.speed import compile_blocks_, graph_structure_flow_
+from gen3d.models.trellis.sparse.tensor import SparseTensor
 from gen3d.stages.export import Exporter
-from gen3d.stages.image_to_3d import FlowOptions, ShapeRequest, build_image_to_3d, warm_up_image
+from gen3d.stages.image_to_3d import (
+    FlowOptions,
+    ShapeRequest,
+    build_image_to_3d,
+    warm_up_image,
+)
 from gen3d.stages.image_to_3d_trellis import TrellisImageTo3DStage
 from scripts.bench_flux import synchronised_timer
 
@@ -46,7 +54,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--faces", type=int, default=20_000)
     parser.add_argument("--texture-size", type=int, default=1024)
     parser.add_argument("--preset", default="quality_random", help="quality_random (GPU) or quality_tiny (a CPU check)")
-    parser.add_argument("--profile", action="store_true", help="also profile one eager generate: top ops in OUT/profile.txt")
+    parser.add_argument(
+        "--profile", nargs="?", const="eager", default=None, metavar="VARIANT",
+        help="also profile one generate of VARIANT (default eager): top ops in OUT/profile.txt",
+    )  # fmt: skip
+    parser.add_argument("--attention", action="store_true", help="also time each SDPA backend at the flows' shapes")
     return parser.parse_args()
 
 
@@ -55,15 +67,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+#: Variants: the preset's TRELLIS options each sets.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "eager": {"compile": False, "cuda_graphs": False},
+    "fast": {"compile": True, "cuda_graphs": True},
+}
+
+
 def build_stage(preset: str, variant: str) -> TrellisImageTo3DStage:
-    """The preset's TRELLIS stage, with the fast path applied for ``fast``."""
-    stage = build_image_to_3d(load_preset(preset).image_to_3d)
-    if variant == "fast":
-        compile_blocks_(stage.model)
-        graph_structure_flow_(stage.model)
-    elif variant != "eager":
-        raise ValueError(f"variant: expected eager or fast, got {variant!r}")
-    return stage
+    """The preset's TRELLIS stage with the variant's options (``fast``: compiled blocks, graphed first flow)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {sorted(VARIANTS)}, got {variant!r}")
+    cfg = load_preset(preset).image_to_3d
+    trellis = cfg.trellis.model_copy(update=VARIANTS[variant])
+    return build_image_to_3d(cfg.model_copy(update={"trellis": trellis}))
 
 
 def instrument(stage: TrellisImageTo3DStage) -> dict[str, list[float]]:
@@ -116,6 +133,18 @@ def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace)
         torch.cuda.reset_peak_memory_stats()
     build_start = time.perf_counter()
     stage = build_stage(args.preset, variant)
+    rows = measure_variant(stage, variant, steps_list, args, build_start)
+    del stage
+    if cuda:
+        torch.cuda.empty_cache()
+    return rows
+
+
+def measure_variant(
+    stage: TrellisImageTo3DStage, variant: str, steps_list: list[int], args: argparse.Namespace, build_start: float
+) -> list[dict[str, Any]]:
+    """The first request (compiles and captures), then per step count: warm, timed requests, splats."""
+    cuda = stage.device.type == "cuda"
     weights_gib = torch.cuda.memory_allocated() / GIB if cuda else 0.0
     exporter = Exporter.from_config(load_preset(args.preset).export)
     mesh = MeshOptions(faces=args.faces, texture="uv", texture_size=args.texture_size, resolution=256, normalize=True)
@@ -124,7 +153,12 @@ def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace)
     first_request_s = time.perf_counter() - first
     rows = []
     for steps in steps_list:
-        one_request(stage, exporter, steps, mesh)  # warm for this step count
+        latents: list[SparseTensor] = []
+        sample_latent = stage.model.sample_latent
+        stage.model.sample_latent = lambda *a, **k: latents.append(sample_latent(*a, **k)) or latents[-1]
+        one_request(stage, exporter, steps, mesh)  # warm for this step count; keeps its latent
+        del stage.model.sample_latent
+        torch.save(latents[0].feats.float().cpu(), args.out / f"latent_{variant}_{steps}.pt")
         phases = instrument(stage)
         runs = [one_request(stage, exporter, steps, mesh) for _ in range(args.repeats)]
         for name in PHASES:
@@ -144,21 +178,18 @@ def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace)
         row |= {f"phase_{name}": statistics.median(values) for name, values in phases.items() if values}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    del stage
-    if cuda:
-        torch.cuda.empty_cache()
     return rows
 
 
-def profile_generate(args: argparse.Namespace, steps: int, top: int = 30) -> str:
-    """torch.profiler's top operators (by device time on a GPU) over one warm eager ``generate``."""
-    stage = build_stage(args.preset, "eager")
+def profile_generate(args: argparse.Namespace, variant: str, steps: int, top: int = 30) -> str:
+    """torch.profiler's top operators (by device time on a GPU) over one warm ``generate`` of ``variant``."""
+    stage = build_stage(args.preset, variant)
     image = warm_up_image(stage.cond_size, backdrop=0)
     request = ShapeRequest("mesh", 0, keep_color_field=True, flow=FlowOptions(ss_steps=steps, slat_steps=steps))
-    stage.generate(image, request)  # warm
     activities = [torch.profiler.ProfilerActivity.CPU]
     if stage.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
+    stage.generate(image, request)  # warm (compiles and captures in the fast variant)
     with torch.profiler.profile(activities=activities) as prof:
         stage.generate(image, request)
         synchronize(stage.device)
@@ -166,18 +197,64 @@ def profile_generate(args: argparse.Namespace, steps: int, top: int = 30) -> str
     return prof.key_averages().table(sort_by=key, row_limit=top)
 
 
+#: (name, query tokens, key tokens) per item of a guided batch of 2, 16 heads of 64: the first flow's
+#: self-attention (16^3 tokens), and the second flow's self- and cross-attention over the planted
+#: shell's 3,928 pooled voxels against the image's 1,374 DINOv2 tokens.
+ATTENTION_SHAPES = (("structure self", 4096, 4096), ("latent self", 3928, 3928), ("latent cross", 3928, 1374))
+SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
+
+
+def attention_table(repeats: int = 20) -> str:
+    """Milliseconds per bf16 SDPA call of each backend at ``ATTENTION_SHAPES`` (CUDA events)."""
+    lines = ["| shape | " + " | ".join(b.name for b in SDPA_BACKENDS) + " |", "|---|" + "---:|" * len(SDPA_BACKENDS)]
+    for name, queries, keys in ATTENTION_SHAPES:
+        q = torch.randn(2, 16, queries, 64, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(2, 16, keys, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        cells = []
+        for backend in SDPA_BACKENDS:
+            try:
+                with sdpa_kernel([backend]):
+                    for _ in range(3):
+                        F.scaled_dot_product_attention(q, k, v)
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    for _ in range(repeats):
+                        F.scaled_dot_product_attention(q, k, v)
+                    end.record()
+                    torch.cuda.synchronize()
+                cells.append(f"{start.elapsed_time(end) / repeats:.3f}")
+            except RuntimeError as error:  # a backend that refuses this shape or card
+                cells.append(f"n/a ({str(error).splitlines()[0][:40]})")
+        lines.append(f"| {name} ({queries} x {keys}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latent_difference(out: Path, variant: str, steps: int) -> float | None:
+    """Relative L2 difference of ``variant``'s structured latent from the eager one's (same seed and
+    weights), or None without an eager run at these steps."""
+    eager = out / f"latent_eager_{steps}.pt"
+    if not eager.exists():
+        return None
+    ours, reference = (torch.load(path, weights_only=True) for path in (out / f"latent_{variant}_{steps}.pt", eager))
+    return float((ours - reference).norm() / reference.norm())
+
+
+def _relative(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1e}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     header = (
         "| variant | steps | image -> GLB p50 | generate | structure | latent | mesh decode | remesh (CPU) | bake | GLB "
-        "| splat | peak GiB |"
+        "| splat | peak GiB | latent vs eager |"
     )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['steps']} | {r['total']:.3f} s | {r['generate']:.3f} | "
             f"{r.get('phase_sample_structure', 0):.3f} | {r.get('phase_sample_latent', 0):.3f} | "
             f"{r.get('phase_decode_mesh', 0):.3f} | {r['remesh_cpu']:.3f} | {r['bake']:.3f} | {r['export_glb']:.3f} | "
-            f"{r['splat_s']:.3f} | {r['peak_gib']:.1f} |"
+            f"{r['splat_s']:.3f} | {r['peak_gib']:.1f} | {_relative(r.get('latent_vs_eager'))} |"
         )
     return "\n".join(lines)
 
@@ -195,12 +272,18 @@ def main() -> None:
         except Exception:  # one variant failing (a compile, a capture) must not lose the others' rows
             traceback.print_exc()
             print(f"variant {variant} failed; continuing", flush=True)
+    for row in rows:
+        row["latent_vs_eager"] = latent_difference(args.out, row["variant"], row["steps"])
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     meta = {"device": device, "torch": torch.__version__, "preset": args.preset, "mode": "random weights"}
     (args.out / "bench_trellis.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(table(rows))
+    if args.attention:
+        text = attention_table()
+        (args.out / "attention.md").write_text(text)
+        print(text)
     if args.profile:
-        text = profile_generate(args, steps_list[0])
+        text = profile_generate(args, args.profile, steps_list[0])
         (args.out / "profile.txt").write_text(text)
         print(text)
 

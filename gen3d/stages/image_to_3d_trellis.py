@@ -26,6 +26,7 @@ from gen3d.mesh.color_grid import ColorGrid
 from gen3d.mesh.prepare import texture
 from gen3d.models.trellis.config import TrellisConfig
 from gen3d.models.trellis.pipeline import IMAGE_SIZE, TrellisImageTo3D, TrellisOutput
+from gen3d.models.trellis.speed import speed_up_
 from gen3d.orientation import rotate_gaussians, rotate_mesh
 from gen3d.results import (
     Asset3D,
@@ -122,6 +123,7 @@ class TrellisImageTo3DStage(ImageTo3D[TrellisImageTo3D]):
             plant = "silhouette" if cfg.mode == "tiny" else "sphere"
             model = TrellisImageTo3D.from_config(architecture, dtype=dtype, device=device, plant=plant)
             logger.warning("image_to_3d: %s TRELLIS with random weights and a planted %s (demo output)", cfg.mode, plant)
+        speed_up_(model, compile_blocks=files.compile, cuda_graphs=files.cuda_graphs)
         logger.info("image_to_3d: %s TRELLIS (%s) on %s", cfg.mode, cfg.precision, device)
         return cls(model, cfg, device)
 

@@ -210,3 +210,6 @@ class MultiHeadAttention(nn.Module):
             q = self.project_query(x)
             k, v = context_kv if context_kv is not None else self.project_context(context)
         return self.output(attention(q, k, v))
+
+    #: Dense attention by name, for the sparse subclass, whose ``forward`` takes voxels.
+    attend = forward

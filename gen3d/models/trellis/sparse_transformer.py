@@ -11,7 +11,7 @@ from torch import nn
 from .layers import FeedForward, FloatLayerNorm
 from .sparse.attention import SparseMultiHeadAttention
 from .sparse.tensor import SparseTensor
-from .transformer import NORM_EPS, ModulatedTransformerCrossBlock
+from .transformer import NORM_EPS, ContextKV, ModulatedTransformerCrossBlock
 
 
 class SparseTransformerBlock(nn.Module):
@@ -64,18 +64,34 @@ class ModulatedSparseTransformerCrossBlock(ModulatedTransformerCrossBlock):
     TRELLIS's ``ModulatedSparseTransformerCrossBlock`` (``share_mod=False``): the dense block's
     layers and keys (``ModulatedTransformerCrossBlock``) with sparse attention; the self-attention
     and MLP branches are shifted, scaled and gated per batch item, the cross-attention branch is not.
+
+    Its attention is full (per batch item), so a batch whose items all have the same voxel count
+    (one item, or a sampler's condition + uncondition pair: every call the pipeline makes) is a
+    dense [B, L, C] batch: ``forward`` then runs the dense block's ``forward_dense``, the same
+    arithmetic without the segment bookkeeping, and a pure-tensor function that ``torch.compile``
+    can fuse with the voxel count L as a dynamic size (``speed.compile_latent_flow_``).
     """
 
     attention_class = SparseMultiHeadAttention
 
-    def forward(
+    def forward(  # type: ignore[override]
         self,
         x: SparseTensor,
         mod: torch.Tensor,
         context: torch.Tensor | None = None,
         context_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> SparseTensor:
-        """One block.
+        """One block: ``forward_dense`` on items of equal length, else ``forward_sparse``."""
+        lengths = x.batch_lengths
+        if len(set(lengths)) != 1:
+            return self.forward_sparse(x, mod, context, context_kv)
+        tokens = x.feats.reshape(len(lengths), lengths[0], x.feats.shape[1])
+        return x.replace(self.forward_dense(tokens, mod, context, context_kv).reshape(x.feats.shape))
+
+    def forward_sparse(
+        self, x: SparseTensor, mod: torch.Tensor, context: torch.Tensor | None, context_kv: ContextKV | None
+    ) -> SparseTensor:
+        """One block over voxel segments (items of any lengths).
 
         Args:
             x: [N, C] features of B batch items.

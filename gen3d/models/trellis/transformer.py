@@ -77,7 +77,7 @@ class ModulatedTransformerCrossBlock(nn.Module):
         context: torch.Tensor | None = None,
         context_kv: ContextKV | None = None,
     ) -> torch.Tensor:
-        """Run the block.
+        """Run the block on dense tokens (the sparse twin uses it for batches of equal-length items).
 
         Args:
             x: [B, L, C] tokens.
@@ -89,8 +89,11 @@ class ModulatedTransformerCrossBlock(nn.Module):
             [B, L, C].
         """
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(mod).chunk(6, dim=1)
-        h = self.self_attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        h = self.self_attn.attend(modulate(self.norm1(x), shift_msa, scale_msa))
         x = x + h * gate_msa.unsqueeze(1)
-        x = x + self.cross_attn(self.norm2(x), context, context_kv)
+        x = x + self.cross_attn.attend(self.norm2(x), context, context_kv)
         h = self.mlp(modulate(self.norm3(x), shift_mlp, scale_mlp))
         return x + h * gate_mlp.unsqueeze(1)
+
+    #: The dense computation by name, for the sparse twin, whose ``forward`` takes voxels.
+    forward_dense = forward
