@@ -87,3 +87,18 @@ def test_bake_reads_the_full_mesh_colours(stage: ImageTo3D) -> None:
     assert np.abs(textured.texture.reshape(-1, 3).mean(0) - mean_vertex).max() < 25
     with pytest.raises(TypeError, match="SurfaceColors"):
         stage.bake(Remeshed(clean(asset.mesh), 64, np.zeros((3, 2, 4, 4), np.float16)))
+
+
+def test_compiled_stage_makes_the_eager_asset(stage: ImageTo3D) -> None:
+    """``trellis.compile`` (inductor on the CPU, fp32) changes how the blocks run, not what they make."""
+    cfg = load_preset("quality_tiny").image_to_3d
+    compiled = build_image_to_3d(cfg.model_copy(update={"trellis": cfg.trellis.model_copy(update={"compile": True})}))
+    blocks = compiled.model.slat_flow_model.blocks
+    assert all("forward_dense" in vars(block) for block in blocks)  # the compiled function, per block
+    request = ShapeRequest("gaussians", 0, seed=5)
+    eager, fast = (s.generate(_bar_image(), request) for s in (stage, compiled))
+    assert np.array_equal(eager.mesh.faces, fast.mesh.faces)
+    np.testing.assert_allclose(fast.mesh.vertices, eager.mesh.vertices, atol=1e-5)
+    assert np.abs(fast.mesh.vertex_colors.astype(int) - eager.mesh.vertex_colors).max() <= 1
+    np.testing.assert_allclose(fast.gaussians.means, eager.gaussians.means, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fast.gaussians.f_dc, eager.gaussians.f_dc, rtol=1e-4, atol=1e-4)
