@@ -15,6 +15,7 @@ checks the script on a CPU in seconds (tiny random weights: no timing meaning).
 """
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -91,6 +92,23 @@ def instrument(stage: TrellisImageTo3DStage) -> dict[str, list[float]]:
     return phases
 
 
+def first_latent(stage: TrellisImageTo3DStage, run: Callable[[], Any]) -> torch.Tensor:
+    """The features (float, CPU) of the first structured latent ``sample_latent`` returns during ``run()``."""
+    latents: list[SparseTensor] = []
+    sample_latent = stage.model.sample_latent
+
+    def keep(*args: Any, **kwargs: Any) -> SparseTensor:
+        latents.append(sample_latent(*args, **kwargs))
+        return latents[-1]
+
+    stage.model.sample_latent = keep
+    try:
+        run()
+    finally:
+        del stage.model.sample_latent  # back to the class's method
+    return latents[0].feats.float().cpu()
+
+
 def one_request(stage: TrellisImageTo3DStage, exporter: Exporter, steps: int, mesh: MeshOptions) -> dict[str, float]:
     """Seconds of each step of one textured-GLB request (the GPU stage, the CPU remesh, the bake, the file)."""
     image = warm_up_image(stage.cond_size, backdrop=0)
@@ -133,18 +151,6 @@ def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace)
         torch.cuda.reset_peak_memory_stats()
     build_start = time.perf_counter()
     stage = build_stage(args.preset, variant)
-    rows = measure_variant(stage, variant, steps_list, args, build_start)
-    del stage
-    if cuda:
-        torch.cuda.empty_cache()
-    return rows
-
-
-def measure_variant(
-    stage: TrellisImageTo3DStage, variant: str, steps_list: list[int], args: argparse.Namespace, build_start: float
-) -> list[dict[str, Any]]:
-    """The first request (compiles and captures), then per step count: warm, timed requests, splats."""
-    cuda = stage.device.type == "cuda"
     weights_gib = torch.cuda.memory_allocated() / GIB if cuda else 0.0
     exporter = Exporter.from_config(load_preset(args.preset).export)
     mesh = MeshOptions(faces=args.faces, texture="uv", texture_size=args.texture_size, resolution=256, normalize=True)
@@ -153,12 +159,9 @@ def measure_variant(
     first_request_s = time.perf_counter() - first
     rows = []
     for steps in steps_list:
-        latents: list[SparseTensor] = []
-        sample_latent = stage.model.sample_latent
-        stage.model.sample_latent = lambda *a, **k: latents.append(sample_latent(*a, **k)) or latents[-1]
-        one_request(stage, exporter, steps, mesh)  # warm for this step count; keeps its latent
-        del stage.model.sample_latent
-        torch.save(latents[0].feats.float().cpu(), args.out / f"latent_{variant}_{steps}.pt")
+        # Warm for this step count, keeping the request's latent for ``latent_difference``.
+        latent = first_latent(stage, functools.partial(one_request, stage, exporter, steps, mesh))
+        torch.save(latent, args.out / f"latent_{variant}_{steps}.pt")
         phases = instrument(stage)
         runs = [one_request(stage, exporter, steps, mesh) for _ in range(args.repeats)]
         for name in PHASES:
@@ -178,6 +181,9 @@ def measure_variant(
         row |= {f"phase_{name}": statistics.median(values) for name, values in phases.items() if values}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    del stage
+    if cuda:
+        torch.cuda.empty_cache()
     return rows
 
 
