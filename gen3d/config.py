@@ -194,6 +194,9 @@ class TrellisOptions(BaseModel):
             flow's with its voxel count dynamic: one graph for every structure); warm-up compiles.
         cuda_graphs: replay the first flow's steps as CUDA graphs (its shapes never change); needs
             a CUDA device.
+        attention: SDPA kernels the attention may use, in priority order (``cudnn``, ``flash``,
+            ``efficient``, ``math``); empty leaves PyTorch's choice. A list none of whose kernels
+            runs on the stage's device fails the build.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -208,6 +211,7 @@ class TrellisOptions(BaseModel):
     max_cfg: float = Field(default=15.0, ge=0.0)
     compile: bool = False
     cuda_graphs: bool = False
+    attention: tuple[Literal["cudnn", "flash", "efficient", "math"], ...] = ()
 
     @model_validator(mode="after")
     def _default_steps_allowed(self) -> "TrellisOptions":
@@ -266,6 +270,11 @@ class ExportConfig(StageConfig):
         texture_sizes: the atlas sides a request may name (a subset of ``TEXTURE_SIZES``).
         normalize: centre meshes and scale their largest side to 1.
         splat_count: gaussians sampled when a mesh (not gaussians) is exported as a splat.
+        decimate_workers: processes that decimate a mesh of more than ``chunked_above`` faces in
+            chunks (``gen3d.mesh.decimate_chunks``); 0 or 1: every mesh in one pass, in the stage's
+            own process.
+        chunked_above: faces above which a mesh is decimated in chunks (TRELLIS's FlexiCubes meshes
+            have 300-450k; TripoSR's at grid 256 about 200k stay in one pass).
     """
 
     device: str = "cpu"
@@ -275,6 +284,8 @@ class ExportConfig(StageConfig):
     texture_sizes: tuple[int, ...] = TEXTURE_SIZES
     normalize: bool = True
     splat_count: int = Field(default=DEFAULT_SPLAT_COUNT, ge=MIN_SPLAT_COUNT)
+    decimate_workers: int = Field(default=8, ge=0)
+    chunked_above: int = Field(default=250_000, ge=0)
 
     @model_validator(mode="after")
     def _texture_size_allowed(self) -> "ExportConfig":

@@ -15,6 +15,7 @@ checks the script on a CPU in seconds (tiny random weights: no timing meaning).
 """
 
 import argparse
+import contextlib
 import functools
 import json
 import statistics
@@ -51,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", default="25,12", help="comma-separated Euler steps of both flows")
-    parser.add_argument("--variants", default="eager,fast", help="eager, fast (compiled blocks + CUDA graphs)")
+    parser.add_argument("--variants", default="eager,fast", help="eager, fast (compiled blocks + CUDA graphs), fast-cudnn (fast, cuDNN attention first)")
     parser.add_argument("--faces", type=int, default=20_000)
     parser.add_argument("--texture-size", type=int, default=1024)
     parser.add_argument("--preset", default="quality_random", help="quality_random (GPU) or quality_tiny (a CPU check)")
@@ -69,9 +70,10 @@ def synchronize(device: torch.device) -> None:
 
 
 #: Variants: the preset's TRELLIS options each sets.
-VARIANTS: dict[str, dict[str, bool]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "eager": {"compile": False, "cuda_graphs": False},
     "fast": {"compile": True, "cuda_graphs": True},
+    "fast-cudnn": {"compile": True, "cuda_graphs": True, "attention": ("cudnn", "flash", "efficient", "math")},
 }
 
 
@@ -212,14 +214,17 @@ SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBack
 
 def attention_table(repeats: int = 20) -> str:
     """Milliseconds per bf16 SDPA call of each backend at ``ATTENTION_SHAPES`` (CUDA events)."""
-    lines = ["| shape | " + " | ".join(b.name for b in SDPA_BACKENDS) + " |", "|---|" + "---:|" * len(SDPA_BACKENDS)]
+    # None: no restriction, PyTorch's own pick at this shape (compare its time with the named ones).
+    backends: list[SDPBackend | None] = [None, *SDPA_BACKENDS]
+    names = ["default" if b is None else b.name for b in backends]
+    lines = ["| shape | " + " | ".join(names) + " |", "|---|" + "---:|" * len(backends)]
     for name, queries, keys in ATTENTION_SHAPES:
         q = torch.randn(2, 16, queries, 64, device="cuda", dtype=torch.bfloat16)
         k, v = (torch.randn(2, 16, keys, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         cells = []
-        for backend in SDPA_BACKENDS:
+        for backend in backends:
             try:
-                with sdpa_kernel([backend]):
+                with contextlib.nullcontext() if backend is None else sdpa_kernel([backend]):
                     for _ in range(3):
                         F.scaled_dot_product_attention(q, k, v)
                     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

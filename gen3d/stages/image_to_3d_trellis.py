@@ -123,7 +123,7 @@ class TrellisImageTo3DStage(ImageTo3D[TrellisImageTo3D]):
             plant = "silhouette" if cfg.mode == "tiny" else "sphere"
             model = TrellisImageTo3D.from_config(architecture, dtype=dtype, device=device, plant=plant)
             logger.warning("image_to_3d: %s TRELLIS with random weights and a planted %s (demo output)", cfg.mode, plant)
-        speed_up_(model, compile_blocks=files.compile, cuda_graphs=files.cuda_graphs)
+        speed_up_(model, compile_blocks=files.compile, cuda_graphs=files.cuda_graphs, attention_backends=files.attention)
         logger.info("image_to_3d: %s TRELLIS (%s) on %s", cfg.mode, cfg.precision, device)
         return cls(model, cfg, device)
 

@@ -5,16 +5,26 @@ Norms compute in float32 and cast back, as the released fp16 models do, so that 
 stay close to fp32.
 """
 
+import contextlib
 import math
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 #: Width of the sinusoidal timestep features fed to ``TimestepEmbedder.mlp``.
 TIMESTEP_FREQUENCIES = 256
 #: Longest period of the timestep and position sinusoids.
 MAX_PERIOD = 10000.0
+#: Config names of PyTorch's SDPA kernels (``trellis.attention``).
+SDPA_BACKENDS: dict[str, SDPBackend] = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "math": SDPBackend.MATH,
+}
 
 
 def _float_or_none(parameter: torch.Tensor | None) -> torch.Tensor | None:
@@ -122,6 +132,18 @@ def position_embedding(positions: torch.Tensor, channels: int) -> torch.Tensor:
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: ``x * (1 + scale) + shift`` with per-sample [B, C] shift and scale over [B, L, C]."""
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+@contextlib.contextmanager
+def sdpa_priority(backends: Sequence[str]) -> Iterator[None]:
+    """Within the block, SDPA may use only ``backends`` (``SDPA_BACKENDS`` names), tried in this
+    order; an empty list leaves PyTorch's own choice. The choice is made when a kernel is picked,
+    so a compiled graph or CUDA graph keeps the one it was traced or captured under."""
+    if not backends:
+        yield
+        return
+    with sdpa_kernel([SDPA_BACKENDS[name] for name in backends], set_priority=True):
+        yield
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from gen3d.models.trellis.gaussians import (
     TrellisGaussians,
     to_gaussians,
 )
+from gen3d.models.trellis.layers import sdpa_priority
 from gen3d.models.trellis.loading import Release, read_release
 from gen3d.models.trellis.mesh_extract import SDF_CHANNELS, TrellisMesh, extract_mesh
 from gen3d.models.trellis.planted import (
@@ -106,6 +107,8 @@ class TrellisImageTo3D(nn.Module):
         )
         #: What runs the first flow's steps instead of the flow itself: its CUDA graphs (``speed.py``).
         self.structure_flow_runner: Callable[..., torch.Tensor] | None = None
+        #: SDPA kernels ``run`` may use, in priority order (``layers.sdpa_priority``; empty: PyTorch's).
+        self.attention_backends: tuple[str, ...] = ()
 
     # --- construction -------------------------------------------------------------------------
 
@@ -241,13 +244,14 @@ class TrellisImageTo3D(nn.Module):
             cfg_strength=self.cfg.latent_sampler.cfg_strength if latent_cfg is None else latent_cfg,
         )
         generator = torch.Generator().manual_seed(seed)
-        cond = self.condition(image[None])
-        coords = self.sample_structure(cond, generator, structure, image)
-        if coords.shape[0] == 0:
-            return TrellisOutput(coords[:, 1:], None, None)
-        slat = self.sample_latent(cond, coords, generator, latent_sampler)
-        return TrellisOutput(
-            coords=coords[:, 1:],
-            mesh=self.decode_mesh(slat, image) if mesh else None,
-            gaussians=self.decode_gaussians(slat) if gaussians else None,
-        )
+        with sdpa_priority(self.attention_backends):
+            cond = self.condition(image[None])
+            coords = self.sample_structure(cond, generator, structure, image)
+            if coords.shape[0] == 0:
+                return TrellisOutput(coords[:, 1:], None, None)
+            slat = self.sample_latent(cond, coords, generator, latent_sampler)
+            return TrellisOutput(
+                coords=coords[:, 1:],
+                mesh=self.decode_mesh(slat, image) if mesh else None,
+                gaussians=self.decode_gaussians(slat) if gaussians else None,
+            )

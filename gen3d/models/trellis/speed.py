@@ -17,13 +17,18 @@ Fused kernels round bf16 differently from eager ones (on an H200 the structured 
   kernels. Eager, that elementwise work cost about as much GPU time as the matrix products.
 
 The second flow's convolution blocks and the decoders stay eager: they are a small share of the time.
+
+- ``prefer_attention_`` names the SDPA kernels the pipeline's attention may use, in priority order.
+  At the flows' shapes on an H200 cuDNN's kernel took 0.29 ms where flash's took 0.46 (BENCHMARKS.md).
 """
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from gen3d.models.trellis.layers import attention, sdpa_priority
 from gen3d.models.trellis.pipeline import TrellisImageTo3D
 from gen3d.models.trellis.ss_flow import SparseStructureFlowModel
 from gen3d.parts.cuda_graphs import CudaGraphed
@@ -54,9 +59,27 @@ def compile_latent_flow_(model: TrellisImageTo3D, backend: str = "inductor") -> 
     logger.info("trellis: compiled %d sparse transformer blocks (dynamic voxel count)", len(blocks))
 
 
-def speed_up_(model: TrellisImageTo3D, compile_blocks: bool, cuda_graphs: bool) -> None:
-    """The fast path a config asks for: compiled blocks (both flows and the conditioner) and/or the
-    first flow replayed as CUDA graphs (CUDA only: raises on another device, no silent eager run)."""
+def prefer_attention_(model: TrellisImageTo3D, backends: Sequence[str]) -> None:
+    """Let the pipeline's attention use only ``backends``, in this order (empty: PyTorch's choice).
+
+    Raises:
+        ValueError: none of them runs the model's attention on its device and dtype (cuDNN and the
+            memory-efficient kernel are CUDA-only), found now rather than at the first request.
+    """
+    probe = torch.zeros(1, 8, 2, 64, device=model.device, dtype=model.dtype)
+    try:
+        with sdpa_priority(backends):
+            attention(probe, probe, probe)
+    except RuntimeError as err:
+        raise ValueError(f"attention: none of {list(backends)} runs on {model.device} in {model.dtype}: {err}") from err
+    model.attention_backends = tuple(backends)
+
+
+def speed_up_(model: TrellisImageTo3D, compile_blocks: bool, cuda_graphs: bool, attention_backends: Sequence[str] = ()) -> None:
+    """The fast path a config asks for: compiled blocks (both flows and the conditioner), the first
+    flow replayed as CUDA graphs (CUDA only: raises on another device, no silent eager run), and the
+    SDPA kernels attention may use. The kernels are set first: compiling and capturing keep them."""
+    prefer_attention_(model, attention_backends)
     if compile_blocks:
         compile_blocks_(model)
         compile_latent_flow_(model)

@@ -5,7 +5,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from gen3d.models.trellis.config import TrellisConfig
-from gen3d.models.trellis.pipeline import TrellisImageTo3D
+from gen3d.models.trellis.pipeline import IMAGE_SIZE, TrellisImageTo3D
 from gen3d.models.trellis.slat_flow import SLatFlowConfig, SLatFlowModel
 from gen3d.models.trellis.sparse.tensor import SparseTensor
 from gen3d.models.trellis.speed import compile_latent_flow_, speed_up_
@@ -84,3 +84,28 @@ def _first(x: SparseTensor) -> SparseTensor:
 def test_cuda_graphs_refuse_a_cpu_pipeline(tiny_pipeline: TrellisImageTo3D) -> None:
     with pytest.raises(ValueError, match="cuda_graphs: the first flow must be on CUDA"):
         speed_up_(tiny_pipeline, compile_blocks=False, cuda_graphs=True)
+
+
+def test_attention_kernels_that_cannot_run_here_fail_the_build(tiny_pipeline: TrellisImageTo3D) -> None:
+    with pytest.raises(ValueError, match=r"attention: none of \['cudnn'\] runs on cpu"):
+        speed_up_(tiny_pipeline, compile_blocks=False, cuda_graphs=False, attention_backends=("cudnn",))
+    assert tiny_pipeline.attention_backends == ()
+
+
+def _attention_kernels(pipeline: TrellisImageTo3D) -> tuple[set[str], torch.Tensor]:
+    """The SDPA kernels one two-step ``run`` called, and its mesh's vertices."""
+    image = torch.rand(3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(SEED))
+    with torch.no_grad(), torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        output = pipeline.run(image, seed=SEED, structure_steps=2, latent_steps=2)
+    kernels = {event.key for event in prof.key_averages() if event.key.startswith("aten::_scaled_dot_product")}
+    assert output.mesh is not None
+    return kernels, output.mesh.vertices
+
+
+def test_listed_attention_kernels_are_the_ones_that_run_and_keep_the_asset(tiny_pipeline: TrellisImageTo3D) -> None:
+    default_kernels, default_vertices = _attention_kernels(tiny_pipeline)
+    speed_up_(tiny_pipeline, compile_blocks=False, cuda_graphs=False, attention_backends=("math",))
+    math_kernels, math_vertices = _attention_kernels(tiny_pipeline)
+    assert "aten::_scaled_dot_product_attention_math" not in default_kernels
+    assert math_kernels == {"aten::_scaled_dot_product_attention_math"}
+    torch.testing.assert_close(math_vertices, default_vertices, rtol=1e-5, atol=1e-5)
