@@ -37,3 +37,10 @@ class ExportDeployment:
 
     def check_health(self) -> None:
         self.runtime.check_health()
+
+    def __del__(self) -> None:
+        # Serve calls this when the replica stops: the decimation pool's processes go with it.
+        # (A replica whose constructor failed has no model.)
+        model = getattr(self, "model", None)
+        if model is not None:
+            model.close()

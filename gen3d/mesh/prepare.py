@@ -7,6 +7,8 @@ and bakes, both on ``device``; ``color_fn`` is where the colours come from (Trip
 in the service, which runs ``simplify`` on the CPU export stage and ``texture`` on the GPU one).
 """
 
+from collections.abc import Callable
+
 import torch
 
 from gen3d.mesh.bake import ColorFn, bake_texture
@@ -15,9 +17,12 @@ from gen3d.mesh.decimate import decimate
 from gen3d.mesh.unwrap import DEFAULT_GUTTER, unwrap
 from gen3d.results import MeshAsset, TexturedMesh
 
+#: ``decimate``'s signature: (mesh, target faces) -> the decimated mesh.
+Decimator = Callable[[MeshAsset, int], MeshAsset]
+
 
 def simplify(mesh: MeshAsset, target_faces: int | None, min_component_share: float = MIN_COMPONENT_SHARE,
-             smooth_iterations: int = 0) -> MeshAsset:  # fmt: skip
+             smooth_iterations: int = 0, decimator: Decimator = decimate) -> MeshAsset:  # fmt: skip
     """Decimate to ``target_faces`` (None: keep all), then clean (see ``gen3d.mesh.clean.clean``).
 
     Args:
@@ -27,9 +32,10 @@ def simplify(mesh: MeshAsset, target_faces: int | None, min_component_share: flo
         smooth_iterations: Taubin pairs after decimation (0: off). ``scripts/bench_mesh.py``
             measures them: 5 halve the normal error of a terraced surface (a field stepping within
             a cell) for 20 ms at 20k faces, and change a smooth one by less than 0.1°.
+        decimator: ``decimate`` or a drop-in for it (the export stage's ``ChunkedDecimator``).
     """
     if target_faces is not None:
-        mesh = decimate(mesh, target_faces)
+        mesh = decimator(mesh, target_faces)
     return clean(mesh, min_component_share, smooth_iterations)
 
 

@@ -15,7 +15,9 @@ import numpy as np
 from gen3d.config import ExportConfig
 from gen3d.errors import StageOutputError
 from gen3d.formats import MeshOptions, OutputFormat, get_format
-from gen3d.mesh.prepare import simplify
+from gen3d.mesh.decimate import decimate
+from gen3d.mesh.decimate_chunks import ChunkedDecimator
+from gen3d.mesh.prepare import Decimator, simplify
 from gen3d.orientation import UpAxis
 from gen3d.results import (
     Asset3D,
@@ -52,12 +54,12 @@ def check_gaussians(g: Gaussians) -> None:
             raise StageOutputError(f"gaussians.{name} has non-finite values")
 
 
-def surface(mesh: MeshAsset, faces: int) -> MeshAsset:
+def surface(mesh: MeshAsset, faces: int, decimator: Decimator = decimate) -> MeshAsset:
     """The mesh a file gets: decimated to ``faces`` when it has more, then cleaned (no floaters
     or degenerate faces, outward winding). Decimating first leaves the clean-up fewer faces
     (a tenth from grid 256, about half from the grid of ``auto_resolution``), and it removes the few zero-area faces decimation leaves behind."""
     check_mesh(mesh)
-    result = simplify(mesh, faces)
+    result = simplify(mesh, faces, decimator=decimator)
     if len(result.faces) == 0:
         raise StageOutputError("no surface left after removing degenerate faces and floaters")
     return result
@@ -67,11 +69,14 @@ class Exporter:
     """Writes assets as files; stateless apart from its config.
 
     Args:
-        cfg: export settings (``splat_count`` for meshes exported as splats).
+        cfg: export settings (``splat_count`` for meshes exported as splats, ``decimate_workers``).
     """
 
     def __init__(self, cfg: ExportConfig) -> None:
         self.cfg = cfg
+        self.decimator: Decimator = (
+            ChunkedDecimator(cfg.decimate_workers, cfg.chunked_above) if cfg.decimate_workers >= 2 else decimate
+        )
 
     @classmethod
     def from_config(cls, cfg: ExportConfig) -> "Exporter":
@@ -86,7 +91,7 @@ class Exporter:
         """
         if asset.color_field is None:
             raise ValueError("remesh: the asset carries no colour field (image_to_3d was not asked to keep it)")
-        return Remeshed(surface(asset.mesh, mesh.faces), mesh.texture_size, asset.color_field)
+        return Remeshed(surface(asset.mesh, mesh.faces, self.decimator), mesh.texture_size, asset.color_field)
 
     def export(
         self, asset: Asset3D | MeshAsset | TexturedMesh, fmt: OutputFormat, up: UpAxis, mesh: MeshOptions | None
@@ -111,11 +116,16 @@ class Exporter:
         elif isinstance(asset, TexturedMesh):
             texture, source = "uv", asset
         else:
-            texture, source = "vertex", surface(self._mesh_of(asset), mesh.faces)
+            texture, source = "vertex", surface(self._mesh_of(asset), mesh.faces, self.decimator)
         kind = entry.file_kind(texture)
         data = entry.writers[texture](source, up, mesh.normalize if mesh is not None else True)
         faces = None if entry.product == "gaussians" else len(source.faces)
         return ExportedFile(data, kind.media_type, kind.extension, faces)
+
+    def close(self) -> None:
+        """Stop the chunked decimation's processes, if any ran."""
+        if isinstance(self.decimator, ChunkedDecimator):
+            self.decimator.close()
 
     @staticmethod
     def _mesh_of(asset: Asset3D | MeshAsset) -> MeshAsset:

@@ -11,6 +11,8 @@ import trimesh
 from gen3d.config import ExportConfig
 from gen3d.errors import StageOutputError
 from gen3d.formats import MeshOptions
+from gen3d.mesh.decimate import decimate
+from gen3d.mesh.decimate_chunks import ChunkedDecimator
 from gen3d.mesh.unwrap import unwrap
 from gen3d.results import Asset3D, MeshAsset, TexturedMesh
 from gen3d.splat.from_mesh import mesh_to_gaussians
@@ -151,3 +153,17 @@ def test_bad_assets_are_stage_output_errors_and_bad_calls_value_errors(exporter:
     g.opacity[0] = np.inf
     with pytest.raises(StageOutputError, match="non-finite"):
         exporter.export(Asset3D(cone, gaussians=g), "splat", "+y", None)
+
+
+def test_large_meshes_decimate_in_chunks_on_the_configured_pool(sphere: MeshAsset) -> None:
+    chunked = Exporter.from_config(ExportConfig(decimate_workers=2, chunked_above=10_000))
+    try:
+        uv = MeshOptions(**{**VERTEX.__dict__, "texture": "uv", "faces": 5000})
+        remeshed = chunked.remesh(Asset3D(sphere, color_field=np.zeros((3, 2, 4, 4), np.float16)), uv)
+        assert isinstance(chunked.decimator, ChunkedDecimator) and chunked.decimator._pool is not None
+        assert 4900 <= len(remeshed.mesh.faces) <= 5000
+        assert trimesh.Trimesh(remeshed.mesh.vertices, remeshed.mesh.faces, process=False).is_watertight
+    finally:
+        chunked.close()
+    assert chunked.decimator._pool is None
+    assert Exporter.from_config(ExportConfig(decimate_workers=1)).decimator is decimate
