@@ -16,7 +16,9 @@ the sweep, the timeline, and a fatal GPU fault injected under load (what the cli
 the graph answered again); then, while time lasts, the 1/3-SM proxy of the user's card (MPS
 active threads 33 %, the 24 GB caps: a proxy, not a 4090 figure), MPS on without batching (MPS's
 own share of the gain), the attention backends and client priorities (FLUX above the stages
-beside it). Part 3 (optional) runs what is still missing.
+beside it). Part 3 (optional) runs what is still missing. Part 4 stands alone: MPS off, then MPS
+on, both unbatched (the presets' FLUX), back to back for a same-machine ratio; then the proxy and
+the priorities while time lasts.
 
 ``CARD_LIMIT_FAULT=0`` leaves the fault test out. Every step names the seconds it needs; one that
 would not end before the budget does is skipped and says so. Each graph is stopped before the
@@ -318,6 +320,8 @@ def part_steps(part: str) -> list[Step]:
         "1": [check_first, Step("mps-off", 240, mps_off), check, extras[0]],
         "2": [check_first, Step("mps-batch", 240, mps_batch), check, extras[1], only, extras[0], extras[2]],
         "3": [check, only, *extras],
+        # Both graphs without batching, back to back on one machine: MPS's gain as a measured ratio.
+        "4": [Step("mps-off", 240, mps_off), only, extras[1], extras[2]],
     }
     return first + later[part]
 
@@ -359,7 +363,7 @@ def free_port() -> int:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="results folder (shared by the parts)")
-    parser.add_argument("--part", choices=("1", "2", "3"), default="1")
+    parser.add_argument("--part", choices=("1", "2", "3", "4"), default="1")
     parser.add_argument("--budget-s", type=float, default=490.0, help="seconds this part may take, stops included")
     parser.add_argument("--dry-run", action="store_true", help="the tiny CPU graph, few requests, GPU-only steps skipped")
     parser.add_argument("--config", type=Path, help="base serve config (default: configs/serve_random.yaml; dry run: serve_tiny)")

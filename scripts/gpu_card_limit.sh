@@ -4,6 +4,7 @@
 #           the full-size FLUX batch check if time is left.
 #   PART 2: MPS on + batching (sweep, timeline, a fatal fault under load), then leftovers as time allows.
 #   PART 3 (optional): MPS alone, FLUX check, attention backends, the 1/3-SM proxy, client priorities.
+#   PART 4: MPS off then MPS on, both unbatched, back to back (the ratio); the proxy, priorities.
 # Runs from the repository root with python3 = the CUDA torch interpreter (ray, diffusers, torchao
 # importable). Results: OUT/results.json and OUT/summary.md (all parts so far). Whatever happens,
 # it stops the Ray cluster and every gen3d MPS daemon on the way out.
