@@ -2,30 +2,36 @@
 
 Fast-Quadric-Mesh-Simplification runs on one core, and TRELLIS's FlexiCubes meshes are large: 364k
 faces took 0.5-0.7 s to reach 20k on the GPU box's CPU, a third of a request. Here the faces are cut
-into chunks at their centroids' quantiles (2 x 2 x 2 by default), and each chunk is decimated on its
-own core by pyfqmr (the same C++ core as ``fast-simplification``) with its open border locked, so
-neighbouring chunks still share every seam vertex. The welded mesh, ``overshoot`` times the target,
-then takes one ordinary ``decimate`` pass, which also thins the seams' full-resolution strips.
+into chunks at the quantiles of their first corners (2 x 2 x 2 by default), and each chunk is
+decimated on its own core by pyfqmr (the same C++ core as ``fast-simplification``) with its open
+border locked, so neighbouring chunks still share every seam vertex. The welded mesh, ``OVERSHOOT``
+times the target, then takes one ordinary ``decimate`` pass, which also thins the seams'
+full-resolution strips.
 
-Measured on a 444k-face noisy sphere (``tests/mesh/test_decimate_chunks.py`` checks the same on a
-small one): Chamfer error 0.027 % of the extent, as from one pass; closed, no non-manifold vertex.
+Measured (``scripts/bench_decimate_chunks.py``, BENCHMARKS.md): on the full-size random TRELLIS
+mesh (364k faces) 0.26 s on 2 cores against 0.34 s in one pass, Chamfer error 0.020 % of the extent
+against 0.022 %; ``tests/mesh/test_decimate_chunks.py`` requires closed, manifold output.
 
 Colours: each chunk's input vertex gives its colour to the nearest output vertex of its chunk, and
 an output vertex takes the mean of those it got (a box filter like ``decimate``'s collapse history,
 which pyfqmr does not return), or, when it got none, its nearest input vertex's colour; the final
 pass then averages them as ``decimate`` does.
 
-The pool's processes start with the first large mesh, not with the stage: small meshes (tests,
-TripoSR at low resolution) never pay for them.
+The pool's processes start with the first large mesh, not with the stage: smaller meshes (the
+tests', TripoSR's) never pay for them, and the first large one pays once (0.84 s against 0.35 s
+for the next ones on a 444k-face mesh, 2 cores).
 """
 
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import pyfqmr
 from scipy.spatial import cKDTree
 
@@ -135,6 +141,30 @@ def seam_positions(chunk: Chunk, vertices: np.ndarray) -> np.ndarray:
     return found
 
 
+def exit_with_owner(owner: int, poll_s: float = 1.0) -> None:
+    """Pool initializer: end this worker once ``owner``, the process that made the pool, is gone.
+
+    A replica killed outright (SIGKILL, OOM) never shuts its pool down. Its workers' parent is the
+    fork server, and every forkserver child holds the server's keep-alive pipe open, so neither
+    would notice: they would idle on, orphaned. The owner's start time guards against a reused pid.
+    """
+    started = psutil.Process(owner).create_time()
+
+    def owner_alive() -> bool:
+        try:
+            process = psutil.Process(owner)
+            return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def watch() -> None:
+        while owner_alive():
+            time.sleep(poll_s)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-owner", daemon=True).start()
+
+
 def decimate_chunk(chunk: Chunk) -> DecimatedChunk:
     """Decimate one chunk with its seam locked (runs in a pool process)."""
     simplifier = pyfqmr.Simplify()
@@ -194,7 +224,9 @@ class ChunkedDecimator:
             if self._pool is None:
                 # forkserver: a fork of a process that holds CUDA or Ray's threads is not safe.
                 context = multiprocessing.get_context("forkserver")
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=context, initializer=exit_with_owner, initargs=(os.getpid(),)
+                )
                 logger.info("export: decimating large meshes in chunks on %d processes", self.workers)
             return self._pool
 

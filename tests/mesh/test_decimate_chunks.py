@@ -1,6 +1,11 @@
 """Chunked decimation on a process pool: seams weld exactly, and the result is as good as one pass."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -19,6 +24,7 @@ from gen3d.mesh.planted import bumpy_blob, gradient
 from gen3d.results import MeshAsset
 
 TARGET = 5_000
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +107,30 @@ def test_small_meshes_take_one_pass_without_a_pool(ramp_blob: MeshAsset) -> None
     np.testing.assert_array_equal(reduced.faces, decimate(ramp_blob, TARGET).faces)
     with pytest.raises(ValueError, match="workers: expected >= 2"):
         ChunkedDecimator(workers=1, min_faces=0)
+
+
+#: A process that decimates in chunks, prints its pool's worker pids, then waits to be killed.
+_KILLED_OWNER = """
+import sys, time
+from gen3d.mesh.decimate_chunks import ChunkedDecimator
+from gen3d.mesh.planted import bumpy_blob
+chunked = ChunkedDecimator(workers=2, min_faces=0)
+chunked(bumpy_blob(96), 2_000)
+print(*chunked._pool._processes, flush=True)
+time.sleep(600)
+"""
+
+
+def test_pool_workers_end_when_their_owner_is_killed() -> None:
+    owner = subprocess.Popen([sys.executable, "-c", _KILLED_OWNER], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        workers = [psutil.Process(int(pid)) for pid in owner.stdout.readline().split()]
+        assert len(workers) == 2 and all(worker.is_running() for worker in workers)
+        # The workers, the fork server and multiprocessing's resource tracker.
+        descendants = psutil.Process(owner.pid).children(recursive=True)
+        assert set(workers) <= set(descendants)
+    finally:
+        owner.kill()  # SIGKILL: no shutdown code runs in the owner
+        owner.wait()
+    _, alive = psutil.wait_procs(descendants, timeout=15)
+    assert alive == [], f"orphaned pool processes still running: {alive}"
