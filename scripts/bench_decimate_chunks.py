@@ -21,10 +21,15 @@ from gen3d.config import load_preset
 from gen3d.mesh.clean import clean
 from gen3d.mesh.decimate import decimate
 from gen3d.mesh.decimate_chunks import ChunkedDecimator
-from gen3d.mesh.metrics import chamfer_distance, extent
+from gen3d.mesh.metrics import chamfer_distance, edge_uses, extent
 from gen3d.mesh.planted import bumpy_blob
 from gen3d.results import MeshAsset
-from gen3d.stages.image_to_3d import FlowOptions, ShapeRequest, build_image_to_3d, warm_up_image
+from gen3d.stages.image_to_3d import (
+    FlowOptions,
+    ShapeRequest,
+    build_image_to_3d,
+    warm_up_image,
+)
 
 TARGET = 20_000
 
@@ -52,8 +57,7 @@ def median_seconds(run: Callable[[], MeshAsset], repeats: int) -> tuple[float, M
 
 def edge_defects(faces: np.ndarray) -> tuple[int, int]:
     """Edges used by one face, and by more than two."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    uses = np.unique(edges, axis=0, return_counts=True)[1]
+    uses = edge_uses(faces)
     return int((uses == 1).sum()), int((uses > 2).sum())
 
 

@@ -126,12 +126,12 @@ def seam_positions(chunk: Chunk, vertices: np.ndarray) -> np.ndarray:
     """For each of ``vertices`` (a decimated chunk's), the chunk-local index of the seam vertex at
     exactly its position, or -1. Locked vertices keep their positions bit for bit."""
     seam = np.flatnonzero(chunk.seam)
-    keys = chunk.vertices[seam]
-    order = np.lexsort(keys.T[::-1])
-    sorted_keys = keys[order]
     found = np.full(len(vertices), -1, dtype=np.int64)
     if len(seam) == 0:
         return found
+    keys = chunk.vertices[seam]
+    order = np.lexsort(keys.T[::-1])
+    sorted_keys = keys[order]
     # Row-wise binary search over the lexicographically sorted seam positions.
     view = np.ascontiguousarray(sorted_keys).view([("x", "f8"), ("y", "f8"), ("z", "f8")]).reshape(-1)
     query = np.ascontiguousarray(vertices).view([("x", "f8"), ("y", "f8"), ("z", "f8")]).reshape(-1)

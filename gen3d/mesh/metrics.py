@@ -1,4 +1,4 @@
-"""Geometric measures of meshes: area, signed volume, and Chamfer distance between surfaces.
+"""Geometric measures of meshes: area, signed volume, edge use, and Chamfer distance between surfaces.
 
 The Chamfer distance is measured point-to-surface (exact distance to the nearest triangle among
 the ``candidates`` whose centroids are nearest), not point-to-point between two samples, whose
@@ -23,6 +23,13 @@ def signed_volumes(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """
     tri = vertices[faces].astype(np.float64)
     return np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
+
+
+def edge_uses(faces: np.ndarray) -> np.ndarray:
+    """How many faces use each distinct undirected edge of ``faces`` (F, 3): all 2 on a closed,
+    edge-manifold mesh; 1 on an open border; more than 2 where sheets meet at an edge."""
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
+    return np.unique(edges, axis=0, return_counts=True)[1]
 
 
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, count: int, seed: int = 0) -> np.ndarray:

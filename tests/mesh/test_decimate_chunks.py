@@ -19,7 +19,7 @@ from gen3d.mesh.decimate_chunks import (
     split,
     weld,
 )
-from gen3d.mesh.metrics import chamfer_distance, extent, signed_volumes
+from gen3d.mesh.metrics import chamfer_distance, edge_uses, extent, signed_volumes
 from gen3d.mesh.planted import bumpy_blob, gradient
 from gen3d.results import MeshAsset
 
@@ -38,12 +38,6 @@ def decimator() -> ChunkedDecimator:
     chunked = ChunkedDecimator(workers=2, min_faces=0)
     yield chunked
     chunked.close()
-
-
-def edge_uses(faces: np.ndarray) -> np.ndarray:
-    """How many faces use each distinct undirected edge."""
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1)
-    return np.unique(edges, axis=0, return_counts=True)[1]
 
 
 def non_manifold_vertices(faces: np.ndarray, vertex_count: int) -> int:
