@@ -160,11 +160,25 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the options of every full-size FLUX check: --out, --preset and --set overrides."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--preset", default="random")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="text_to_image override")
+    return parser
+
+
+def write_report(out: Path, name: str, report: dict[str, Any], text: str) -> None:
+    """``out/name.json`` and ``out/name.md``, and the table on standard output."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / f"{name}.md").write_text(text + "\n")
+    print(text)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = stage_parser(__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--backends", nargs="*", default=[], help="diffusers attention backends to compare")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per batch size")
@@ -198,11 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         base = {"preset": args.preset, "overrides": {k: v for k, v in overrides.items() if k != "max_batch_size"}}
         report["backends"][backend] = backend_check(base, backend, checked["alone"], made)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "flux_check.json").write_text(json.dumps(report, indent=2, default=str))
-    text = markdown(report)
-    (args.out / "flux_check.md").write_text(text + "\n")
-    print(text)
+    write_report(args.out, "flux_check", report, markdown(report))
     return 0
 
 
