@@ -25,7 +25,6 @@ from gen3d.config import TRELLIS_IMAGE_SIZE
 from gen3d.devices import building_on
 from gen3d.models.trellis.config import TrellisConfig
 from gen3d.models.trellis.dinov2 import DinoV2
-from gen3d.models.trellis.flexicubes import CUBE_CORNERS
 from gen3d.models.trellis.gaussians import (
     GaussianRepresentationConfig,
     TrellisGaussians,
@@ -36,7 +35,7 @@ from gen3d.models.trellis.loading import Release, read_release
 from gen3d.models.trellis.mesh_extract import SDF_CHANNELS, TrellisMesh, extract_mesh
 from gen3d.models.trellis.planted import (
     PlantedShape,
-    planted_distance,
+    planted_corner_distance,
     planted_structure,
 )
 from gen3d.models.trellis.sampler import GuidedVelocity, SamplerConfig, sample
@@ -201,7 +200,7 @@ class TrellisImageTo3D(nn.Module):
         resolution = self.cfg.mesh_decoder.resolution * 4
         if self.plant is not None:
             feats = feats.float().clone()
-            feats[:, SDF_CHANNELS] = self._planted_corner_distance(out.coords[:, 1:], resolution, image)
+            feats[:, SDF_CHANNELS] = planted_corner_distance(self.plant, out.coords[:, 1:], resolution, image)
         return extract_mesh(out.coords[:, 1:], feats, resolution)
 
     def decode_gaussians(self, slat: SparseTensor) -> TrellisGaussians:
@@ -211,11 +210,6 @@ class TrellisImageTo3D(nn.Module):
             out.coords[:, 1:], out.feats, self.gaussian_representation, self.slat_decoder_gs.offset_perturbation,
             self.cfg.gaussian_decoder.resolution,
         )  # fmt: skip
-
-    def _planted_corner_distance(self, coords: torch.Tensor, resolution: int, image: torch.Tensor | None) -> torch.Tensor:
-        """[N, 8] planted signed distance at each cube's corners, in FlexiCubes' corner order."""
-        corners = (coords[:, None, :] + CUBE_CORNERS.to(coords.device)[None]).float() / resolution - 0.5
-        return planted_distance(self.plant, corners, image)
 
     @torch.inference_mode()
     def run(

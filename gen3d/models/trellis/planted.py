@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from gen3d.models.trellis.flexicubes import CUBE_CORNERS
+
 #: Radius of the planted sphere, in the unit cube [-0.5, 0.5]^3 TRELLIS decodes into.
 SHELL_RADIUS = 0.38
 #: Thickness of the occupied shell, in 64^3 voxels (a real structure is a shell around the surface).
@@ -94,3 +96,10 @@ def planted_distance(shape: PlantedShape, points: torch.Tensor, image: torch.Ten
     if image is None:
         raise ValueError("image: the silhouette shape needs the conditioning image, got None")
     return silhouette_distance(points, foreground_mask(image))
+
+
+def planted_corner_distance(shape: PlantedShape, coords: torch.Tensor, resolution: int, image: torch.Tensor | None) -> torch.Tensor:
+    """[N, 8] planted signed distance at the corners of the cubes at ``coords`` [N, 3] of a
+    ``resolution``^3 grid, in FlexiCubes' corner order: the mesh decoder's SDF channels."""
+    corners = (coords[:, None, :] + CUBE_CORNERS.to(coords.device)[None]).float() / resolution - 0.5
+    return planted_distance(shape, corners, image)

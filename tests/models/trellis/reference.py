@@ -201,13 +201,17 @@ def cuda_as_cpu() -> Iterator[None]:
         torch.Tensor.cuda, torch.Tensor.to = saved_cuda, saved_to
 
 
-def import_reference(root: Path | None = None) -> types.SimpleNamespace:
-    """The reference's modules, imported once with the shims; ``root`` defaults to the env's."""
+def import_reference(root: Path | None = None, xformers_stand_in: bool = True) -> types.SimpleNamespace:
+    """The reference's modules, imported once with the shims; ``root`` defaults to the env's.
+
+    ``xformers_stand_in=False`` leaves the sparse attention to a real ``xformers`` (which ``root/site``
+    must hold): the GPU timing of ``scripts/bench_trellis_reference.py`` runs the reference as shipped.
+    """
     root = root or reference_root()
     if root is None:
         raise RuntimeError(f"set {REFERENCE_ENV} to the reference folder ({REFERENCE_LAYOUT})")
     if "trellis" not in sys.modules:
-        _install_shims(root)
+        _install_shims(root, xformers_stand_in)
     return types.SimpleNamespace(
         trellis=sys.modules["trellis"],
         sparse=importlib.import_module("trellis.modules.sparse"),
@@ -241,16 +245,17 @@ def reference_dinov2(cfg: "DinoV2Config") -> torch.nn.Module:
     )
 
 
-def _install_shims(root: Path) -> None:
+def _install_shims(root: Path, xformers_stand_in: bool) -> None:
     os.environ["ATTN_BACKEND"] = "sdpa"
     os.environ["SPARSE_ATTN_BACKEND"] = "xformers"
     os.environ["SPARSE_BACKEND"] = "spconv"
-    os.environ["SPCONV_ALGO"] = "native"
-    os.environ["XFORMERS_DISABLED"] = "1"  # dinov2's own layers: their plain torch path
+    os.environ.setdefault("SPCONV_ALGO", "native")  # the CPU build's only algorithm; a GPU run may set "auto"
     for path in (root / "site", root / "dinov2", root):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
-    sys.modules.update(_xformers_stand_in())
+    if xformers_stand_in:
+        os.environ["XFORMERS_DISABLED"] = "1"  # dinov2's own layers: their plain torch path, not the stand-in
+        sys.modules.update(_xformers_stand_in())
     sys.modules.update(_kaolin_stand_in())
     # Bare packages: their __init__ files import the CUDA renderers and the whole image pipeline
     # (torchvision, rembg); the samplers and models below need neither.
