@@ -54,3 +54,16 @@ def test_reference_pipeline_runs_planted_at_tiny_sizes(monkeypatch: pytest.Monke
         (row,) = bench.bench_reference(pipeline, [1], 1, torch.device("cpu"))
     assert row["faces"] > 0 and row["gaussians"] > 0
     assert all(row[f"phase_{name}"] > 0 for name in bench.PHASES)
+
+
+def test_markdown_puts_the_reference_beside_ours() -> None:
+    meta = {"device": "GPU", "torch": "2.x", "xformers": "xformers"}
+    reference = [{"steps": 25, "phase_get_cond": 0.1, "phase_sample_sparse_structure": 1.0, "phase_sample_slat": 2.0,
+                  "phase_decode_slat": 0.5, "generate_s": 3.6, "faces": 364188, "gaussians": 641024}]  # fmt: skip
+    ours = [{"variant": "fast", "steps": 25, "phase_condition": 0.05, "phase_sample_structure": 0.5, "phase_sample_latent": 0.8,
+             "phase_decode_mesh": 0.1, "phase_decode_gaussians": 0.07, "generate": 1.5, "total": 2.2, "raw_faces": 364188.0,
+             "gaussians": 641024}]  # fmt: skip
+    rows = bench.markdown(reference, ours, meta).splitlines()[-2:]
+    assert rows[0].startswith("| reference | 25 |") and "**3.600 s**" in rows[0] and "364,188" in rows[0]
+    # Ours: the decoders add up, and generation is the GLB request's generate plus the Gaussian decoder.
+    assert rows[1].startswith("| ours (fast) | 25 |") and "| 0.170 |" in rows[1] and "**1.570 s**" in rows[1] and "2.200 s" in rows[1]
