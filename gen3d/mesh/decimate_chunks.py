@@ -84,7 +84,8 @@ def chunk_labels(vertices: np.ndarray, faces: np.ndarray, divisions: tuple[int, 
     label = np.zeros(len(faces), dtype=np.int64)
     for axis, cuts in enumerate(divisions):
         edges = np.quantile(corners[:, axis], np.linspace(0.0, 1.0, cuts + 1)[1:-1])
-        label = label * cuts + np.searchsorted(edges, corners[:, axis])
+        # Counting the edges below is searchsorted's answer, and several times faster for a few cuts.
+        label = label * cuts + (corners[:, axis, None] > edges).sum(axis=1)
     return label
 
 
@@ -98,7 +99,8 @@ def split(mesh: MeshAsset, labels: np.ndarray, target_faces: int) -> tuple[list[
     np.minimum.at(lowest, corners, corner_labels)
     np.maximum.at(highest, corners, corner_labels)
     on_seam = (highest >= 0) & (lowest != highest)
-    order = np.argsort(labels, kind="stable")
+    # Few labels: a stable sort of small integers is numpy's radix sort, several times a comparison sort.
+    order = np.argsort(labels.astype(np.int16 if chunk_count <= 2**15 else np.int64), kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(chunk_count + 1))
     chunks, used_lists = [], []
     for first, last in zip(bounds[:-1], bounds[1:], strict=True):
