@@ -5,8 +5,9 @@
 Builds the preset's text_to_image stage as a replica does (``random``: full-size random weights,
 fp8, compiled, CUDA graphs), warms it, then records ``--calls`` default requests with
 torch.profiler. Every kernel (CUDA graph replays included: CUPTI traces the kernels inside them)
-is put in one kind by its name (``kernel_kind``): fp8 and bf16 matrix products, attention,
-normalisation, fused Triton code, other elementwise work, copies. Per kind: milliseconds per image,
+is put in one kind by its name (``kernel_kind``): fp8 and bf16 matrix products, the Triton
+kernels that scale activations to fp8 row by row, other fused Triton code, attention, the VAE's
+convolutions and norms, other elementwise work, copies. Per kind: milliseconds per image,
 share of the kernel time and kernel count; then the busiest kernels, and the card's busy time (the
 union of kernel intervals) against the calls' wall time, whose difference is time the card waited
 for the host. On a CPU preset the same tables come from the operators' self CPU time.
@@ -35,13 +36,16 @@ from scripts.gpu_timeline import union
 #: (kind, substrings of a lower-cased kernel or operator name), first match wins. The order
 #: matters: an fp8 GEMM's name also says "gemm", a Triton fused norm also says "triton".
 KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("copy", ("memcpy", "memset", "aten::copy_", "aten::to")),
-    ("attention", ("flash", "fmha", "cudnn", "attention", "sdpa")),
-    ("GEMM fp8", ("e4m3", "f8f8", "fp8", "scaled_mm", "float8")),
-    ("GEMM bf16/fp32", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "aten::mm", "aten::addmm", "aten::bmm", "aten::linear")),
-    ("norm", ("layer_norm", "rms_norm", "layernorm", "rmsnorm", "group_norm", "native_layer_norm")),
-    ("conv", ("conv", "implicit_gemm", "winograd")),
+    ("copy", ("memcpy", "memset", "aten::copy_", "aten::to", "direct_copy")),
+    # Inductor's fused kernels are named after every op they fuse (``_scaled_mm``, ``attention``):
+    # they are elementwise and reduction work, never the product itself.
+    ("fp8 activation scaling (Triton)", ("triton_red_fused__scaled_mm", "triton_poi_fused__scaled_mm", "amax")),
     ("Triton fused", ("triton",)),
+    ("attention", ("flash", "fmha", "cudnn_generated", "sdpa", "attention")),
+    ("conv", ("conv", "fprop_implicit_gemm", "nchwtonhwc", "nhwctonchw", "winograd")),
+    ("GEMM fp8", ("e4m3", "f8f8", "qqtst", "ovscale", "fp8", "scaled_mm", "float8")),
+    ("GEMM bf16/fp32", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "aten::mm", "aten::addmm", "aten::bmm", "aten::linear")),
+    ("norm", ("layer_norm", "rms_norm", "layernorm", "rmsnorm", "group_norm", "rowwisemoments")),
     ("elementwise", ("elementwise", "vectorized", "unrolled", "reduce", "aten::")),
 )
 
