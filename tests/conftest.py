@@ -102,6 +102,17 @@ def wait_until_ready(url: str, process: subprocess.Popen, log: Path, timeout_s: 
     raise RuntimeError(f"service not ready after {timeout_s} s:\n{log.read_text()[-5000:]}")
 
 
+def python_stacks(pid: int) -> str:
+    """Every thread's Python stack in process ``pid``, by py-spy (a dependency of Ray's), for the
+    message of a hang; what went wrong instead when it cannot say."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    try:
+        dump = subprocess.run([str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"(no stacks: {err})"
+    return dump.stdout or f"(no stacks: {dump.stderr.strip()})"
+
+
 def stop(process: subprocess.Popen) -> None:
     """Ctrl-C, as a user stops ``serve run``: Serve and its local Ray must shut down cleanly."""
     if process.poll() is not None:
@@ -110,9 +121,11 @@ def stop(process: subprocess.Popen) -> None:
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
+        # Where serve run's own process stood after a minute is the one clue to a hang: keep it.
+        stacks = python_stacks(process.pid)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-        raise RuntimeError("serve run did not shut down within 60 s of SIGINT") from None
+        raise RuntimeError(f"serve run did not shut down within 60 s of SIGINT; its stacks then:\n{stacks}") from None
 
 
 @contextlib.contextmanager
