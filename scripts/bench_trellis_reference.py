@@ -5,7 +5,13 @@
 ``REF`` has the layout of ``tests/models/trellis/reference.py`` (``REFERENCE_LAYOUT``), except that
 ``REF/site`` holds spconv's CUDA build (``spconv-cu126==2.3.8``, ``cumm-cu126==0.7.11``, from PyPI)
 and ``xformers``. ``--xformers stand-in`` runs the sparse attention through the parity tests'
-per-segment SDPA instead of xformers; the report says which ran.
+per-segment SDPA instead of xformers; the report says which ran. (On the H100 box with torch 2.11,
+PyPI's xformers 0.0.35 had no CUDA kernels -- "xFormers wasn't build with CUDA support" -- so the
+stand-in ran there; BENCHMARKS.md says what that changes.)
+
+Assembling ``REF`` on a GPU machine: the parity checkout's ``trellis/`` and ``dinov2/``, and
+``pip install --no-deps --target REF/site spconv-cu126==2.3.8 cumm-cu126==0.7.11 pccm ccimport pybind11
+fire lark portalocker requests easydict plyfile utils3d termcolor ninja xformers``.
 
 **The reference** runs as its ``TrellisImageTo3DPipeline.run`` does, on an image already cut out
 (``preprocess_image=False``): DINOv2 ViT-L/14-reg from the dinov2 hub code in fp32, both flows and
