@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from gen3d.service.launcher import sigint_by_default
 from tests.serve_admin import with_service, with_user_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +141,7 @@ def serving(workdir: Path, service: dict, source: str = "serve_tiny.yaml") -> It
         process = subprocess.Popen(
             [sys.executable, "-m", "ray.serve.scripts", "run", str(config_path)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=sigint_by_default,  # stop() sends SIGINT, however the tests were started
         )
     url = f"http://127.0.0.1:{port}"
     try:

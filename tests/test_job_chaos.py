@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gen3d.service.launcher import sigint_by_default
 from tests.conftest import (
     FIXTURES,
     ROOT,
@@ -93,6 +94,7 @@ class Service:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "ray.serve.scripts", "run", str(self.config)],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=sigint_by_default,  # stopped with SIGINT, however the tests were started
             )  # fmt: skip
         wait_until_ready(self.url, self.process, self.log)
 

@@ -113,6 +113,14 @@ def run(config_path: Path, serve_command: list[str]) -> int:
             daemon.stop(os.environ)
 
 
+def sigint_by_default() -> None:
+    """``preexec_fn`` for a ``serve run`` child: SIGINT at its default, so the child's Python turns it
+    into KeyboardInterrupt. A process started in the background (``nohup``, ``cmd &`` without job
+    control) inherits SIGINT ignored, and would pass that on: ``serve run`` would then ignore the
+    Ctrl-C that stops it gracefully."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def serve(config_path: Path, serve_command: list[str], extra_env: dict[str, str]) -> int:
     """``serve run`` with ``extra_env``, stopped gracefully on SIGINT/SIGTERM. Returns its exit code."""
     # A token from the environment lets operators' tools (and the tests) read the drain status too.
@@ -121,9 +129,7 @@ def serve(config_path: Path, serve_command: list[str], extra_env: dict[str, str]
         [*serve_command, "run", str(config_path)],
         env={**os.environ, **extra_env, ADMIN_TOKEN_ENV: token},
         start_new_session=True,  # the terminal's Ctrl-C reaches the launcher only
-        # Started in the background (nohup, `&`), the launcher inherits SIGINT ignored; `serve run`
-        # must take it again, or the launcher's stop could not interrupt it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_by_default,
     )
     asked = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

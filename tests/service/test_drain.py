@@ -1,11 +1,14 @@
-"""The drain board's logic and the launcher's reading of a serve config, without Ray."""
+"""The drain board's logic and the launcher's reading of a serve config and its child's signals, without Ray."""
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
 from gen3d.service.drain import HEARTBEAT_STALE_S, DrainBoard
-from gen3d.service.launcher import drain_timeout_s, service_url
+from gen3d.service.launcher import drain_timeout_s, service_url, sigint_by_default
 
 
 class FakeClock:
@@ -58,3 +61,17 @@ def test_launcher_reads_the_url_and_the_drain_time_from_the_serve_config(tmp_pat
     assert drain_timeout_s(path) == 12.0
     path.write_text(yaml.safe_dump({"applications": [{"deployments": []}]}))
     assert service_url(path) == "http://127.0.0.1:8000" and drain_timeout_s(path) == 30.0
+
+
+def test_a_child_takes_back_the_ctrl_c_a_background_start_ignores() -> None:
+    """Started with ``&`` and no job control, a process inherits SIGINT ignored and so would its
+    ``serve run``: the graceful stop (SIGINT) would never reach it. ``sigint_by_default`` undoes that."""
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # what a background start leaves
+    try:
+        inherited = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+        restored = subprocess.run(probe, capture_output=True, text=True, check=True, preexec_fn=sigint_by_default).stdout.strip()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert (inherited, restored) == ("False", "True")
+
