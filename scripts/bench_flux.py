@@ -30,13 +30,14 @@ Example (H100):
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import statistics
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,20 @@ def synchronised_timer(fn: Callable[..., Any], device: torch.device, into: list[
         return result
 
     return timed
+
+
+@contextlib.contextmanager
+def timed_methods(target: Any, names: tuple[str, ...], device: torch.device) -> Iterator[dict[str, list[float]]]:
+    """Inside, each method ``names`` of ``target`` is a ``synchronised_timer``: yields the seconds of
+    every call by name. On exit the instance attributes go, and the class's methods answer again."""
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for name in names:
+        setattr(target, name, synchronised_timer(getattr(target, name), device, seconds[name]))
+    try:
+        yield seconds
+    finally:
+        for name in names:
+            delattr(target, name)
 
 
 def measure_phases(runner: Runner, run: Callable[[], None], device: torch.device, runs: int) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from gen3d.stages.image_to_3d import (
     warm_up_image,
 )
 from gen3d.stages.image_to_3d_trellis import TrellisImageTo3DStage
-from scripts.bench_flux import synchronised_timer
+from scripts.bench_flux import timed_methods
 
 GIB = 2**30
 #: The pipeline methods timed as phases of ``generate``.
@@ -84,14 +84,6 @@ def build_stage(preset: str, variant: str) -> TrellisImageTo3DStage:
     cfg = load_preset(preset).image_to_3d
     trellis = cfg.trellis.model_copy(update=VARIANTS[variant])
     return build_image_to_3d(cfg.model_copy(update={"trellis": trellis}))
-
-
-def instrument(stage: TrellisImageTo3DStage) -> dict[str, list[float]]:
-    """Time each pipeline phase (CUDA-synchronised) on every call; returns the lists it fills."""
-    phases: dict[str, list[float]] = {name: [] for name in PHASES}
-    for name in PHASES:
-        setattr(stage.model, name, synchronised_timer(getattr(stage.model, name), stage.device, phases[name]))
-    return phases
 
 
 def first_latent(stage: TrellisImageTo3DStage, run: Callable[[], Any]) -> torch.Tensor:
@@ -164,10 +156,8 @@ def bench_variant(variant: str, steps_list: list[int], args: argparse.Namespace)
         # Warm for this step count, keeping the request's latent for ``latent_difference``.
         latent = first_latent(stage, functools.partial(one_request, stage, exporter, steps, mesh))
         torch.save(latent, args.out / f"latent_{variant}_{steps}.pt")
-        phases = instrument(stage)
-        runs = [one_request(stage, exporter, steps, mesh) for _ in range(args.repeats)]
-        for name in PHASES:
-            delattr(stage.model, name)  # back to the class's method
+        with timed_methods(stage.model, PHASES, stage.device) as phases:
+            runs = [one_request(stage, exporter, steps, mesh) for _ in range(args.repeats)]
         splats = [splat_request(stage, steps) for _ in range(max(1, args.repeats // 2))]
         row = {
             "variant": variant,

@@ -49,17 +49,17 @@ import torch
 from PIL import Image
 
 from gen3d.models.trellis.config import TrellisConfig
+from gen3d.models.trellis.mesh_extract import SDF_CHANNELS
 from gen3d.models.trellis.planted import planted_corner_distance, planted_structure
-from scripts.bench_flux import synchronised_timer
+from scripts.bench_flux import synchronised_timer, timed_methods
 
 #: The reference pipeline's methods, timed as phases of ``run``.
 PHASES = ("get_cond", "sample_sparse_structure", "sample_slat", "decode_slat")
 #: ImageNet normalisation, what the reference's ``image_cond_model_transform`` applies.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The planted shape of our ``random`` mode, and the mesh decoder's grid (64 voxels x 4).
+#: The planted shape of our ``random`` mode.
 PLANT = "sphere"
-MESH_GRID = 256
 
 
 class PlantedOccupancy(torch.nn.Module):
@@ -78,16 +78,18 @@ class PlantedOccupancy(torch.nn.Module):
 
 
 class PlantedCornerDistance(torch.nn.Module):
-    """The reference mesh decoder's output layer, whose 8 SDF channels then hold the planted distances."""
+    """The reference mesh decoder's output layer, whose SDF channels then hold the planted distances
+    at the corners of its ``resolution``^3 grid (the decoder's resolution x 4, as in our pipeline)."""
 
-    def __init__(self, layer: torch.nn.Module):
+    def __init__(self, layer: torch.nn.Module, resolution: int):
         super().__init__()
         self.layer = layer
+        self.resolution = resolution
 
     def forward(self, h: Any) -> Any:
         out = self.layer(h)
         feats = out.feats.clone()
-        feats[:, :8] = planted_corner_distance(PLANT, out.coords[:, 1:], MESH_GRID, None).to(feats.dtype)
+        feats[:, SDF_CHANNELS] = planted_corner_distance(PLANT, out.coords[:, 1:], self.resolution, None).to(feats.dtype)
         return out.replace(feats)
 
 
@@ -131,7 +133,7 @@ def reference_pipeline(ref: types.SimpleNamespace, cfg: TrellisConfig, device: t
     }
     models["sparse_structure_decoder"] = PlantedOccupancy(models["sparse_structure_decoder"])
     mesh_decoder = models["slat_decoder_mesh"]
-    mesh_decoder.out_layer = PlantedCornerDistance(mesh_decoder.out_layer)
+    mesh_decoder.out_layer = PlantedCornerDistance(mesh_decoder.out_layer, cfg.mesh_decoder.resolution * 4)
     pipeline = module.TrellisImageTo3DPipeline()  # no models: returns before loading anything
     base.Pipeline.__init__(pipeline, {name: model.to(device) for name, model in models.items()})
     pipeline.image_cond_model_transform = normalise
@@ -171,15 +173,11 @@ def bench_reference(pipeline: Any, steps_list: list[int], repeats: int, device: 
         first = time.perf_counter()
         outputs = reference_request(pipeline, image, steps)  # spconv's algorithm search, lazy init
         first_s = time.perf_counter() - first
-        phases: dict[str, list[float]] = {name: [] for name in PHASES}
-        for name in PHASES:
-            setattr(pipeline, name, synchronised_timer(getattr(pipeline, name), device, phases[name]))
         totals: list[float] = []
         timed_request = synchronised_timer(reference_request, device, totals)
-        for _ in range(repeats):
-            outputs = timed_request(pipeline, image, steps)
-        for name in PHASES:
-            delattr(pipeline, name)  # back to the class's method
+        with timed_methods(pipeline, PHASES, device) as phases:
+            for _ in range(repeats):
+                outputs = timed_request(pipeline, image, steps)
         mesh = outputs["mesh"][0]
         row = {
             "pipeline": "reference",

@@ -105,12 +105,11 @@ def busy_ms(events: list[tuple[str, float, float]]) -> float:
 
 
 def profile_calls(stage: TextToImage, calls: int) -> tuple[torch.profiler.profile, float]:
-    """The profiler over ``calls`` default requests (after one untimed), and their wall seconds."""
+    """The profiler over ``calls`` default requests of a warmed stage, and their wall seconds."""
     cfg = stage.cfg
     activities = [torch.profiler.ProfilerActivity.CPU]
     if stage.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    stage.generate(PROMPT, 0, cfg.steps, cfg.width, cfg.height)
     with torch.profiler.profile(activities=activities) as prof:
         start = time.perf_counter()
         for seed in range(calls):

@@ -36,18 +36,17 @@ def test_planted_occupancy_is_the_shell_whatever_the_decoder_says() -> None:
 def test_planted_corner_distance_replaces_only_the_sdf_channels() -> None:
     coords = torch.tensor([[0, 10, 20, 30], [0, 128, 128, 128]], dtype=torch.int32)
     feats = torch.randn(2, 101)
-    out = bench.PlantedCornerDistance(_Constant(SparseTensor(coords, feats)))(None)
+    out = bench.PlantedCornerDistance(_Constant(SparseTensor(coords, feats)), 256)(None)
     assert torch.equal(out.feats[:, 8:], feats[:, 8:])
-    assert torch.allclose(out.feats[:, :8], planted_corner_distance(bench.PLANT, coords[:, 1:], bench.MESH_GRID, None))
+    assert torch.allclose(out.feats[:, :8], planted_corner_distance(bench.PLANT, coords[:, 1:], 256, None))
     assert (out.feats[1, :8] < 0).all() and (out.feats[0, :8] > 0).all()  # the grid's centre is inside the sphere
 
 
 @pytest.mark.skipif(reference_root() is None, reason=f"needs the reference checkout ({REFERENCE_ENV})")
-def test_reference_pipeline_runs_planted_at_tiny_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_pipeline_runs_planted_at_tiny_sizes() -> None:
     from gen3d.models.trellis.config import TrellisConfig
 
     cfg = TrellisConfig.tiny()
-    monkeypatch.setattr(bench, "MESH_GRID", cfg.mesh_decoder.resolution * 4)
     ref = import_reference()
     with torch.no_grad(), cuda_as_cpu():
         pipeline = bench.reference_pipeline(ref, cfg, torch.device("cpu"))
